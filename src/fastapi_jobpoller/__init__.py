@@ -1,0 +1,62 @@
+"""Persisted background polling and scheduled jobs for FastAPI apps."""
+
+from .config import JobPollerSettings as JobPollerSettings
+from .exceptions import ConfigurationError as ConfigurationError
+from .exceptions import ConflictError as ConflictError
+from .exceptions import DatabaseUnavailableError as DatabaseUnavailableError
+from .exceptions import FunctionNotFoundError as FunctionNotFoundError
+from .exceptions import InvalidArgumentsError as InvalidArgumentsError
+from .exceptions import InvalidStateError as InvalidStateError
+from .exceptions import InvalidTriggerError as InvalidTriggerError
+from .exceptions import JobConflictError as JobConflictError
+from .exceptions import JobNotFoundError as JobNotFoundError
+from .exceptions import JobPollerError as JobPollerError
+from .exceptions import NotRunningError as NotRunningError
+from .exceptions import PollConflictError as PollConflictError
+from .exceptions import PollNotFoundError as PollNotFoundError
+from .models import CronTrigger as CronTrigger
+from .models import DateTrigger as DateTrigger
+from .models import IntervalTrigger as IntervalTrigger
+from .models import JobInfo as JobInfo
+from .models import JobRunInfo as JobRunInfo
+from .models import JobRunState as JobRunState
+from .models import PollInfo as PollInfo
+from .models import PollOptions as PollOptions
+from .models import PollState as PollState
+from .outcomes import Done as Done
+from .outcomes import Failed as Failed
+from .outcomes import Pending as Pending
+from .poller import JobPoller as JobPoller
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "ConfigurationError",
+    "ConflictError",
+    "CronTrigger",
+    "DatabaseUnavailableError",
+    "DateTrigger",
+    "Done",
+    "Failed",
+    "FunctionNotFoundError",
+    "IntervalTrigger",
+    "InvalidArgumentsError",
+    "InvalidStateError",
+    "InvalidTriggerError",
+    "JobConflictError",
+    "JobInfo",
+    "JobNotFoundError",
+    "JobPoller",
+    "JobPollerError",
+    "JobPollerSettings",
+    "JobRunInfo",
+    "JobRunState",
+    "NotRunningError",
+    "Pending",
+    "PollConflictError",
+    "PollInfo",
+    "PollNotFoundError",
+    "PollOptions",
+    "PollState",
+    "__version__",
+]

@@ -1,0 +1,119 @@
+"""Settings for a `JobPoller`, read from `JOBPOLLER_*` environment variables.
+
+Settings are read when a `JobPollerSettings` object is created, never at import time, so
+a test or an app factory can set the environment first.
+"""
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["JobPollerSettings"]
+
+
+class JobPollerSettings(BaseSettings):
+    """Every knob of a `JobPoller`; each field is also the env var `JOBPOLLER_<NAME>`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="JOBPOLLER_", extra="forbid", validate_default=True, frozen=True
+    )
+
+    database_url: str = Field(
+        default="sqlite:///./jobpoller.db",
+        description="SQLAlchemy URL of the database that stores polls and jobs.",
+    )
+    table_prefix: str = Field(
+        default="jobpoller_",
+        pattern=r"^[a-z][a-z0-9_]{0,30}$",
+        description="Prefix of the library's table names.",
+    )
+    thread_pool_size: int = Field(
+        default=10, ge=1, le=1000, description="Threads that run synchronous functions."
+    )
+    process_pool_size: int = Field(
+        default=2,
+        ge=1,
+        le=256,
+        description="Processes for functions registered with executor='process'.",
+    )
+    async_concurrency: int = Field(
+        default=1000,
+        ge=1,
+        le=100_000,
+        description="Most attempts and job runs in flight at once in this process.",
+    )
+    claim_batch_size: int = Field(
+        default=500, ge=1, le=10_000, description="Most due rows claimed per query."
+    )
+    lease_seconds: float = Field(
+        default=30.0,
+        ge=1.0,
+        le=86_400.0,
+        description=(
+            "How long a claimed poll or job run stays reserved for this process. Leases "
+            "of work still in flight are renewed; a crashed process's work is taken "
+            "over once its lease expires."
+        ),
+    )
+    idle_wait_seconds: float = Field(
+        default=0.5,
+        gt=0.0,
+        le=60.0,
+        description=(
+            "Longest sleep of an idle dispatcher; bounds how late work submitted by "
+            "another process is seen."
+        ),
+    )
+    default_poll_interval: float = Field(
+        default=30.0, gt=0.0, le=86_400.0, description="Seconds between attempts."
+    )
+    default_poll_timeout: float | None = Field(
+        default=None,
+        gt=0.0,
+        description="Seconds from a poll's start until it times out; unset: never.",
+    )
+    default_max_errors: int = Field(
+        default=5,
+        ge=0,
+        le=1_000_000,
+        description="Consecutive exceptions a poll tolerates before it fails.",
+    )
+    attempt_timeout: float = Field(
+        default=300.0,
+        gt=0.0,
+        le=86_400.0,
+        description="Longest single attempt or job run before it counts as an error.",
+    )
+    misfire_grace_time: float = Field(
+        default=300.0,
+        ge=0.0,
+        description="Seconds a job tick may start late before it is recorded as missed.",
+    )
+    coalesce: bool = Field(
+        default=True, description="Run a job once, not once per tick, after a delay."
+    )
+    max_instances: int = Field(
+        default=1, ge=1, le=1000, description="Default limit of concurrent runs per job."
+    )
+    timezone: str = Field(
+        default="UTC", description="Default time zone of cron and interval triggers."
+    )
+    shutdown_grace_seconds: float = Field(
+        default=10.0,
+        ge=0.0,
+        le=3600.0,
+        description="How long shutdown waits for work in flight before leaving it.",
+    )
+    create_tables: bool = Field(
+        default=True, description="Create the library's tables at start if missing."
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value

@@ -1,0 +1,122 @@
+"""The SQLAlchemy engine, per-database quirks, schema creation and error translation."""
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event, exc
+from sqlalchemy.engine import Connection, Engine
+
+from .exceptions import ConfigurationError, DatabaseUnavailableError
+from .tables import Tables
+
+__all__ = ["Database"]
+
+logger = logging.getLogger(__name__)
+
+# How long SQLite waits for another connection's write lock before giving up (ms).
+_SQLITE_BUSY_TIMEOUT_MS = 30_000
+# An arbitrary but fixed key for PostgreSQL's advisory lock around schema creation.
+_SCHEMA_LOCK_KEY = 0x6A6F62706F6C6C  # "jobpoll"
+
+
+class Database:
+    """One engine plus the tables, with the few things that differ per dialect.
+
+    Writes on SQLite run in `BEGIN IMMEDIATE` transactions, so a claim takes the write
+    lock up front and several processes never claim the same row. PostgreSQL, MySQL 8
+    and MariaDB 10.6+ claim with `SELECT ... FOR UPDATE SKIP LOCKED` instead.
+    """
+
+    def __init__(self, url: str, *, table_prefix: str, pool_size: int = 5) -> None:
+        try:
+            parsed = sa.make_url(url)
+        except exc.ArgumentError as error:
+            raise ConfigurationError(f"invalid database URL: {error}") from None
+        self.dialect_name = parsed.get_backend_name()
+        options: dict[str, Any] = {"pool_pre_ping": True}
+        if self.dialect_name == "sqlite":
+            if parsed.database in (None, "", ":memory:"):
+                raise ConfigurationError(
+                    "an in-memory SQLite database is private to one connection; "
+                    "use a file, e.g. sqlite:///./jobpoller.db"
+                )
+        else:
+            options.update(pool_size=pool_size, max_overflow=pool_size * 2, pool_recycle=1800)
+        try:
+            self.engine: Engine = sa.create_engine(parsed, **options)
+        except (exc.ArgumentError, exc.NoSuchModuleError, ImportError) as error:
+            raise ConfigurationError(f"cannot use database URL: {error}") from None
+        if self.dialect_name == "sqlite":
+            _configure_sqlite(self.engine)
+        self.tables = Tables(table_prefix)
+        self.skip_locked = self.dialect_name in ("postgresql", "mysql", "mariadb")
+
+    @contextmanager
+    def transaction(self, *, read_only: bool = False) -> Iterator[Connection]:
+        """Yield a connection in a transaction that commits on success.
+
+        Raises:
+            DatabaseUnavailableError: The database could not be reached.
+        """
+        try:
+            with self.engine.connect() as connection:
+                if read_only and self.dialect_name == "sqlite":
+                    connection = connection.execution_options(jobpoller_read_only=True)
+                with connection.begin():
+                    yield connection
+        except (exc.OperationalError, exc.InterfaceError) as error:
+            raise DatabaseUnavailableError(f"database unavailable: {error.orig}") from error
+        except exc.DBAPIError as error:
+            if error.connection_invalidated:
+                raise DatabaseUnavailableError(f"database unavailable: {error.orig}") from error
+            raise
+
+    def ping(self) -> None:
+        """Run a trivial query.
+
+        Raises:
+            DatabaseUnavailableError: The database could not be reached.
+        """
+        with self.transaction(read_only=True) as connection:
+            connection.execute(sa.text("SELECT 1"))
+
+    def create_schema(self) -> None:
+        """Create the tables that are missing, once even if many processes start at once."""
+        with self.transaction() as connection:
+            if self.dialect_name == "postgresql":
+                connection.execute(
+                    sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK_KEY}
+                )
+            elif self.dialect_name in ("mysql", "mariadb"):
+                connection.execute(sa.text("SELECT GET_LOCK('jobpoller_schema', 60)"))
+            try:
+                self.tables.metadata.create_all(connection, checkfirst=True)
+            finally:
+                if self.dialect_name in ("mysql", "mariadb"):
+                    connection.execute(sa.text("SELECT RELEASE_LOCK('jobpoller_schema')"))
+
+    def dispose(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" event below issue BEGIN itself.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        if connection.get_execution_options().get("jobpoller_read_only"):
+            connection.exec_driver_sql("BEGIN")
+        else:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")

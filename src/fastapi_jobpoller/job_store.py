@@ -1,0 +1,375 @@
+"""Queries on the jobs and job-runs tables: define jobs, claim ticks, record runs.
+
+A tick becomes a run row inside the transaction that moves the job's `next_run_at`
+forward, while that job row is locked (`FOR UPDATE SKIP LOCKED`, or SQLite's write
+lock), and `(job_id, scheduled_at)` is unique: a tick runs once however many processes
+share the database.
+"""
+
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from pydantic import TypeAdapter
+from sqlalchemy import exc
+from sqlalchemy.engine import Connection
+
+from ._apscheduler import first_fire_time, next_fire_time
+from .database import Database
+from .exceptions import JobConflictError, JobNotFoundError
+from .models import JobRunState, Trigger
+
+__all__ = ["JobStore"]
+
+TRIGGER_ADAPTER: TypeAdapter[Trigger] = TypeAdapter(Trigger)
+# A run whose worker vanished is run again, but not forever: a job that kills its
+# process every time would otherwise take down every process in turn.
+_MAX_RUN_ATTEMPTS = 3
+
+
+class JobStore:
+    """The jobs and job-runs tables' queries."""
+
+    def __init__(self, database: Database, *, default_zone: str) -> None:
+        self._db = database
+        self._jobs = database.tables.jobs
+        self._runs = database.tables.job_runs
+        self._zone = default_zone
+
+    # -- job definitions -------------------------------------------------------------
+
+    def insert(self, row: Mapping[str, Any], *, replace_existing: bool) -> dict[str, Any]:
+        """Store a new job, or replace the one with that id if asked to.
+
+        Raises:
+            JobConflictError: The id is taken and `replace_existing` is false.
+        """
+        jobs = self._jobs
+        with self._db.transaction() as connection:
+            exists = connection.execute(
+                sa.select(jobs.c.id).where(jobs.c.id == row["id"]).with_for_update()
+            ).first()
+            if exists is not None and not replace_existing:
+                raise JobConflictError(f"a job with id {row['id']!r} exists already")
+            try:
+                if exists is None:
+                    connection.execute(sa.insert(jobs).values(**row))
+                else:
+                    values = {k: v for k, v in row.items() if k not in ("id", "created_at")}
+                    connection.execute(
+                        sa.update(jobs).where(jobs.c.id == row["id"]).values(**values)
+                    )
+            except exc.IntegrityError:
+                raise JobConflictError(f"a job with id {row['id']!r} exists already") from None
+            return self._get(connection, row["id"])
+
+    def _get(self, connection: Connection, job_id: str) -> dict[str, Any]:
+        row = connection.execute(sa.select(self._jobs).where(self._jobs.c.id == job_id)).first()
+        if row is None:
+            raise JobNotFoundError(f"no job has id {job_id!r}")
+        return dict(row._mapping)
+
+    def get(self, job_id: str) -> dict[str, Any]:
+        """Return one job's row.
+
+        Raises:
+            JobNotFoundError: No job has that id.
+        """
+        with self._db.transaction(read_only=True) as connection:
+            return self._get(connection, job_id)
+
+    def list_jobs(self, *, function: str | None, limit: int, offset: int) -> list[dict[str, Any]]:
+        """Return jobs ordered by id."""
+        query = sa.select(self._jobs).order_by(self._jobs.c.id)
+        if function is not None:
+            query = query.where(self._jobs.c.function == function)
+        with self._db.transaction(read_only=True) as connection:
+            rows = connection.execute(query.limit(limit).offset(offset)).all()
+        return [dict(r._mapping) for r in rows]
+
+    def delete(self, job_id: str) -> None:
+        """Remove a job (its past runs stay in the history).
+
+        Raises:
+            JobNotFoundError: No job has that id.
+        """
+        with self._db.transaction() as connection:
+            deleted = connection.execute(sa.delete(self._jobs).where(self._jobs.c.id == job_id))
+            if deleted.rowcount == 0:
+                raise JobNotFoundError(f"no job has id {job_id!r}")
+
+    def set_paused(self, job_id: str, *, paused: bool, now: datetime) -> dict[str, Any]:
+        """Pause a job (no more ticks) or resume it from the next tick after now.
+
+        Raises:
+            JobNotFoundError: No job has that id.
+        """
+        jobs = self._jobs
+        with self._db.transaction() as connection:
+            row = connection.execute(
+                sa.select(jobs).where(jobs.c.id == job_id).with_for_update()
+            ).first()
+            if row is None:
+                raise JobNotFoundError(f"no job has id {job_id!r}")
+            if bool(row.paused) != paused:
+                if paused:
+                    next_run_at = None
+                else:
+                    trigger = TRIGGER_ADAPTER.validate_python(row.trigger)
+                    next_run_at = first_fire_time(trigger, default_zone=self._zone, now=now)
+                connection.execute(
+                    sa.update(jobs)
+                    .where(jobs.c.id == job_id)
+                    .values(paused=paused, next_run_at=next_run_at, updated_at=now)
+                )
+            return self._get(connection, job_id)
+
+    def reschedule(self, job_id: str, trigger: Trigger, *, now: datetime) -> dict[str, Any]:
+        """Give a job a new trigger; a paused job stays paused.
+
+        Raises:
+            JobNotFoundError: No job has that id.
+        """
+        jobs = self._jobs
+        with self._db.transaction() as connection:
+            row = connection.execute(
+                sa.select(jobs.c.paused).where(jobs.c.id == job_id).with_for_update()
+            ).first()
+            if row is None:
+                raise JobNotFoundError(f"no job has id {job_id!r}")
+            next_run_at = (
+                None if row.paused else first_fire_time(trigger, default_zone=self._zone, now=now)
+            )
+            connection.execute(
+                sa.update(jobs)
+                .where(jobs.c.id == job_id)
+                .values(
+                    trigger=trigger.model_dump(mode="json"),
+                    next_run_at=next_run_at,
+                    updated_at=now,
+                )
+            )
+            return self._get(connection, job_id)
+
+    # -- runs ------------------------------------------------------------------------
+
+    def queue_run(self, job_id: str, *, now: datetime) -> dict[str, Any]:
+        """Queue an extra run of a job now, outside its schedule.
+
+        Raises:
+            JobNotFoundError: No job has that id.
+        """
+        with self._db.transaction() as connection:
+            job = self._get(connection, job_id)
+            run = _new_run(job, scheduled_at=now, state=JobRunState.QUEUED, attempt=0)
+            run["due_at"] = now
+            connection.execute(sa.insert(self._runs).values(**run))
+        return run
+
+    def get_run(self, run_id: str) -> dict[str, Any] | None:
+        """Return one run's row, or None."""
+        with self._db.transaction(read_only=True) as connection:
+            row = connection.execute(sa.select(self._runs).where(self._runs.c.id == run_id)).first()
+        return None if row is None else dict(row._mapping)
+
+    def list_runs(self, *, job_id: str | None, limit: int, offset: int) -> list[dict[str, Any]]:
+        """Return runs, latest tick first."""
+        runs = self._runs
+        query = sa.select(runs).order_by(runs.c.scheduled_at.desc(), runs.c.id)
+        if job_id is not None:
+            query = query.where(runs.c.job_id == job_id)
+        with self._db.transaction(read_only=True) as connection:
+            rows = connection.execute(query.limit(limit).offset(offset)).all()
+        return [dict(r._mapping) for r in rows]
+
+    def claim_ticks(
+        self, *, worker: str, now: datetime, lease_until: datetime, limit: int
+    ) -> list[dict[str, Any]]:
+        """Turn due ticks into run rows; return the runs this worker must execute now.
+
+        Ticks later than their job's misfire grace time are recorded as missed, ticks
+        over the job's `max_instances` as skipped; neither is returned.
+        """
+        jobs, runs = self._jobs, self._runs
+        due = (
+            sa.select(jobs)
+            .where(jobs.c.next_run_at <= now, jobs.c.paused.is_(False))
+            .order_by(jobs.c.next_run_at)
+            .limit(limit)
+        )
+        if self._db.skip_locked:
+            due = due.with_for_update(skip_locked=True)
+        to_execute: list[dict[str, Any]] = []
+        with self._db.transaction() as connection:
+            for row in connection.execute(due).all():
+                job = dict(row._mapping)
+                scheduled_at: datetime = job["next_run_at"]
+                trigger = TRIGGER_ADAPTER.validate_python(job["trigger"])
+                following = next_fire_time(
+                    trigger,
+                    default_zone=self._zone,
+                    previous=scheduled_at,
+                    now=now,
+                    coalesce=job["coalesce"],
+                )
+                if (now - scheduled_at).total_seconds() > job["misfire_grace_time"]:
+                    state = JobRunState.MISSED
+                elif self._running(connection, job["id"], now) >= job["max_instances"]:
+                    state = JobRunState.SKIPPED
+                else:
+                    state = JobRunState.RUNNING
+                run = _new_run(job, scheduled_at=scheduled_at, state=state, attempt=1)
+                if state is JobRunState.RUNNING:
+                    run.update(worker=worker, due_at=lease_until, started_at=now)
+                    to_execute.append(run)
+                else:
+                    run.update(finished_at=now, error=_NOT_RUN_REASONS[state])
+                connection.execute(sa.insert(runs).values(**run))
+                if following is None and state is not JobRunState.RUNNING:
+                    connection.execute(sa.delete(jobs).where(jobs.c.id == job["id"]))
+                else:
+                    connection.execute(
+                        sa.update(jobs)
+                        .where(jobs.c.id == job["id"])
+                        .values(next_run_at=following, updated_at=now)
+                    )
+        return to_execute
+
+    def _running(self, connection: Connection, job_id: str, now: datetime) -> int:
+        runs = self._runs
+        count = connection.execute(
+            sa.select(sa.func.count())
+            .select_from(runs)
+            .where(
+                runs.c.job_id == job_id,
+                runs.c.state == JobRunState.RUNNING.value,
+                runs.c.due_at > now,
+            )
+        ).scalar_one()
+        return int(count)
+
+    def claim_runs(
+        self, *, worker: str, now: datetime, lease_until: datetime, limit: int
+    ) -> list[dict[str, Any]]:
+        """Lease queued runs (run now) and runs whose worker's lease expired."""
+        runs = self._runs
+        due = sa.select(runs).where(runs.c.due_at <= now).order_by(runs.c.due_at).limit(limit)
+        if self._db.skip_locked:
+            due = due.with_for_update(skip_locked=True)
+        claimed: list[dict[str, Any]] = []
+        with self._db.transaction() as connection:
+            for row in connection.execute(due).all():
+                run = dict(row._mapping)
+                if run["attempt"] >= _MAX_RUN_ATTEMPTS:
+                    connection.execute(
+                        sa.update(runs)
+                        .where(runs.c.id == run["id"])
+                        .values(
+                            state=JobRunState.FAILED.value,
+                            due_at=None,
+                            finished_at=now,
+                            error=f"worker lost {run['attempt']} times; not run again",
+                        )
+                    )
+                    continue
+                lease = {
+                    "state": JobRunState.RUNNING.value,
+                    "worker": worker,
+                    "due_at": lease_until,
+                    "started_at": now,
+                    "attempt": run["attempt"] + 1,
+                }
+                connection.execute(sa.update(runs).where(runs.c.id == run["id"]).values(**lease))
+                run.update(lease)
+                claimed.append(run)
+        return claimed
+
+    def finish_run(
+        self,
+        run: Mapping[str, Any],
+        *,
+        worker: str,
+        state: JobRunState,
+        result: Any,
+        error: str | None,
+        now: datetime,
+    ) -> bool:
+        """Record how a run this worker holds ended; drop a job with no ticks left.
+
+        Returns:
+            Whether the write landed (False: the lease was lost meanwhile).
+        """
+        jobs, runs = self._jobs, self._runs
+        with self._db.transaction() as connection:
+            written = connection.execute(
+                sa.update(runs)
+                .where(
+                    runs.c.id == run["id"],
+                    runs.c.worker == worker,
+                    runs.c.attempt == run["attempt"],
+                    runs.c.state == JobRunState.RUNNING.value,
+                )
+                .values(state=state.value, result=result, error=error, finished_at=now, due_at=None)
+            )
+            connection.execute(
+                sa.delete(jobs).where(
+                    jobs.c.id == run["job_id"],
+                    jobs.c.next_run_at.is_(None),
+                    jobs.c.paused.is_(False),
+                )
+            )
+        return bool(written.rowcount)
+
+    def renew_leases(self, *, worker: str, lease_until: datetime) -> int:
+        """Extend the lease of every run this worker holds."""
+        runs = self._runs
+        with self._db.transaction() as connection:
+            result = connection.execute(
+                sa.update(runs)
+                .where(runs.c.worker == worker, runs.c.state == JobRunState.RUNNING.value)
+                .values(due_at=lease_until)
+            )
+        return int(result.rowcount)
+
+    def release_leases(self, *, worker: str, now: datetime) -> int:
+        """Hand this worker's unfinished runs back at once (used at shutdown)."""
+        return self.renew_leases(worker=worker, lease_until=now)
+
+    def next_due(self) -> datetime | None:
+        """Return the earliest tick or run due, or None if nothing is scheduled."""
+        jobs, runs = self._jobs, self._runs
+        with self._db.transaction(read_only=True) as connection:
+            tick = connection.execute(
+                sa.select(sa.func.min(jobs.c.next_run_at)).where(jobs.c.paused.is_(False))
+            ).scalar()
+            run = connection.execute(sa.select(sa.func.min(runs.c.due_at))).scalar()
+        values = [v if v.tzinfo else v.replace(tzinfo=UTC) for v in (tick, run) if v is not None]
+        return min(values) if values else None
+
+
+_NOT_RUN_REASONS = {
+    JobRunState.MISSED: "missed: started later than the job's misfire grace time",
+    JobRunState.SKIPPED: "skipped: the job's max_instances runs were still running",
+}
+
+
+def _new_run(
+    job: Mapping[str, Any], *, scheduled_at: datetime, state: JobRunState, attempt: int
+) -> dict[str, Any]:
+    return {
+        "id": uuid.uuid4().hex,
+        "job_id": job["id"],
+        "function": job["function"],
+        "arguments": job["arguments"],
+        "scheduled_at": scheduled_at,
+        "state": state.value,
+        "attempt": attempt,
+        "due_at": None,
+        "worker": None,
+        "started_at": None,
+        "finished_at": None,
+        "result": None,
+        "error": None,
+    }

@@ -1,0 +1,260 @@
+"""Public data models: what the poller returns and what it accepts as options."""
+
+import math
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+__all__ = [
+    "CronTrigger",
+    "DateTrigger",
+    "IntervalTrigger",
+    "JobInfo",
+    "JobRunInfo",
+    "JobRunState",
+    "PollInfo",
+    "PollOptions",
+    "PollState",
+    "Trigger",
+]
+
+
+class PollState(StrEnum):
+    """Where a poll is in its life; the last four are terminal."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        """Return whether no more attempts will run."""
+        return self not in (PollState.PENDING, PollState.RUNNING)
+
+
+class PollOptions(BaseModel):
+    """How a poll is paced and when it gives up; `None` means the setting's default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    interval: float | None = Field(
+        default=None, gt=0, le=86_400, description="Seconds between attempts."
+    )
+    backoff_factor: float = Field(
+        default=1.0, ge=1.0, le=100.0, description="Interval multiplier per attempt."
+    )
+    max_interval: float | None = Field(
+        default=None, gt=0, le=86_400, description="Cap of the backed-off interval."
+    )
+    jitter: float = Field(
+        default=0.0, ge=0, le=3600, description="Up to this many seconds added at random."
+    )
+    timeout: float | None = Field(
+        default=None,
+        gt=0,
+        le=366 * 86_400,
+        description="Seconds from the stored start until the poll times out.",
+    )
+    max_attempts: int | None = Field(
+        default=None, ge=1, le=10_000_000, description="Attempts before the poll fails."
+    )
+    max_errors: int | None = Field(
+        default=None,
+        ge=0,
+        le=1_000_000,
+        description="Consecutive exceptions tolerated before the poll fails.",
+    )
+    delay: float = Field(
+        default=0.0, ge=0, le=86_400, description="Seconds before the first attempt."
+    )
+    callbacks: tuple[str, ...] = Field(
+        default=(), max_length=20, description="Registered callbacks run when it ends."
+    )
+
+
+class PollInfo(BaseModel):
+    """A stored poll as it is now."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    function: str
+    arguments: dict[str, Any]
+    state: PollState
+    attempts: int
+    consecutive_errors: int
+    interval: float
+    backoff_factor: float
+    max_interval: float | None
+    jitter: float
+    timeout: float | None
+    max_attempts: int | None
+    max_errors: int
+    callbacks: list[str]
+    created_at: datetime
+    deadline: datetime | None
+    next_poll_at: datetime | None
+    finished_at: datetime | None
+    updated_at: datetime
+    progress: Any = None
+    result: Any = None
+    error: str | None = None
+    lease_owner: str | None = None
+    lease_expires_at: datetime | None = None
+    callbacks_pending: bool = False
+
+    @property
+    def is_terminal(self) -> bool:
+        """Return whether the poll has ended."""
+        return self.state.is_terminal
+
+
+def _finite(value: float | None) -> None:
+    if value is not None and not math.isfinite(value):
+        raise ValueError("must be a finite number")
+
+
+class _TriggerBase(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    timezone: str | None = Field(default=None, description="IANA zone, e.g. Europe/Paris.")
+    jitter: float | None = Field(default=None, ge=0, le=3600)
+
+
+class IntervalTrigger(_TriggerBase):
+    """Fire every fixed period, from `start_date` (default: when the job is added)."""
+
+    type: Literal["interval"] = "interval"
+    weeks: float = Field(default=0, ge=0)
+    days: float = Field(default=0, ge=0)
+    hours: float = Field(default=0, ge=0)
+    minutes: float = Field(default=0, ge=0)
+    seconds: float = Field(default=0, ge=0)
+    start_date: datetime | None = None
+    end_date: datetime | None = None
+
+    @model_validator(mode="after")
+    def _positive_period(self) -> "IntervalTrigger":
+        for value in (self.weeks, self.days, self.hours, self.minutes, self.seconds):
+            _finite(value)
+        if self.period_seconds <= 0:
+            raise ValueError("an interval trigger needs a period above zero")
+        if self.period_seconds > 366 * 86_400 * 100:
+            raise ValueError("an interval trigger's period is out of range")
+        return self
+
+    @property
+    def period_seconds(self) -> float:
+        """Return the period in seconds."""
+        return (
+            self.weeks * 604_800
+            + self.days * 86_400
+            + self.hours * 3600
+            + self.minutes * 60
+            + self.seconds
+        )
+
+
+CronField = int | str | None
+
+
+class CronTrigger(_TriggerBase):
+    """Fire on calendar fields, APScheduler style, or from a crontab `expression`.
+
+    Day-of-week names (`mon-fri`) mean the same everywhere; APScheduler's numbers
+    start at Monday=0, unlike crontab's Sunday=0, so prefer names.
+    """
+
+    type: Literal["cron"] = "cron"
+    expression: str | None = Field(
+        default=None, max_length=200, description="Five-field crontab expression."
+    )
+    year: CronField = None
+    month: CronField = None
+    day: CronField = None
+    week: CronField = None
+    day_of_week: CronField = None
+    hour: CronField = None
+    minute: CronField = None
+    second: CronField = None
+    start_date: datetime | None = None
+    end_date: datetime | None = None
+
+    @model_validator(mode="after")
+    def _expression_or_fields(self) -> "CronTrigger":
+        fields = (
+            self.year,
+            self.month,
+            self.day,
+            self.week,
+            self.day_of_week,
+            self.hour,
+            self.minute,
+            self.second,
+        )
+        if self.expression is not None and any(f is not None for f in fields):
+            raise ValueError("give either a crontab expression or cron fields, not both")
+        return self
+
+
+class DateTrigger(_TriggerBase):
+    """Fire once at `run_date` (default: now, i.e. run as soon as possible)."""
+
+    type: Literal["date"] = "date"
+    run_date: datetime | None = None
+
+
+Trigger = Annotated[IntervalTrigger | CronTrigger | DateTrigger, Field(discriminator="type")]
+
+
+class JobInfo(BaseModel):
+    """A stored scheduled job as it is now."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    function: str
+    arguments: dict[str, Any]
+    trigger: Trigger
+    next_run_at: datetime | None
+    paused: bool
+    misfire_grace_time: float
+    coalesce: bool
+    max_instances: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class JobRunState(StrEnum):
+    """The outcome of one tick of a scheduled job."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    MISSED = "missed"
+    SKIPPED = "skipped"
+
+
+class JobRunInfo(BaseModel):
+    """One tick of a scheduled job: when it was due, when it ran, how it ended."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    job_id: str
+    function: str
+    arguments: dict[str, Any]
+    scheduled_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    state: JobRunState
+    attempt: int
+    result: Any = None
+    error: str | None = None
+    worker: str | None = None

@@ -1,0 +1,181 @@
+"""Functions registered by a stable name, with their argument schemas.
+
+The database stores a function's *name* and JSON arguments, never code: a row can only
+ever make the process call something its code registered.
+"""
+
+import importlib
+import inspect
+import json
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+
+from .exceptions import ConfigurationError, FunctionNotFoundError, InvalidArgumentsError
+
+__all__ = ["FunctionKind", "Registry", "RegisteredFunction"]
+
+FunctionKind = Literal["poll", "job", "callback"]
+Executor = Literal["thread", "process"]
+
+# A name is stored in a VARCHAR(191) column (the longest utf8mb4 key MySQL indexes).
+_MAX_NAME_LENGTH = 191
+
+
+@dataclass(frozen=True, slots=True)
+class RegisteredFunction:
+    """A function the engine may call, and how to call it."""
+
+    name: str
+    kind: FunctionKind
+    func: Callable[..., Any]
+    is_async: bool
+    executor: Executor
+    max_concurrency: int | None
+    arguments_model: type[BaseModel]
+
+    def validate_arguments(self, arguments: Mapping[str, Any] | None) -> dict[str, Any]:
+        """Check `arguments` against the signature and return their JSON form.
+
+        Raises:
+            InvalidArgumentsError: The arguments do not fit, or are not JSON-serialisable.
+        """
+        try:
+            model = self.arguments_model.model_validate(dict(arguments or {}))
+            dumped: dict[str, Any] = model.model_dump(mode="json")
+            json.dumps(dumped)
+        except ValidationError as exc:
+            errors: list[dict[str, object]] = []
+            messages: list[str] = []
+            for err in exc.errors(include_url=False, include_input=False):
+                location = ".".join(map(str, err["loc"])) or "(root)"
+                errors.append({"loc": list(err["loc"]), "msg": err["msg"], "type": err["type"]})
+                messages.append(f"{location}: {err['msg']}")
+            raise InvalidArgumentsError(
+                f"arguments do not fit {self.kind} function {self.name!r}: " + "; ".join(messages),
+                errors=errors,
+            ) from None
+        except (TypeError, ValueError) as exc:
+            raise InvalidArgumentsError(
+                f"arguments of {self.name!r} are not JSON-serialisable: {exc}"
+            ) from None
+        return dumped
+
+    def bind_arguments(self, stored: Mapping[str, Any]) -> dict[str, Any]:
+        """Turn stored JSON arguments back into the typed keyword arguments of a call."""
+        model = self.arguments_model.model_validate(dict(stored))
+        return {name: getattr(model, name) for name in type(model).model_fields}
+
+
+def _arguments_model(name: str, func: Callable[..., Any]) -> type[BaseModel]:
+    signature = inspect.signature(func)
+    try:
+        hints = typing.get_type_hints(func)
+    except Exception as exc:  # unresolved forward reference, etc.
+        raise ConfigurationError(f"cannot read the type hints of {name!r}: {exc}") from exc
+    fields: dict[str, Any] = {}
+    for parameter in signature.parameters.values():
+        if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+            raise ConfigurationError(
+                f"{name!r}: *args and **kwargs cannot be validated; name every parameter"
+            )
+        if parameter.kind is parameter.POSITIONAL_ONLY:
+            raise ConfigurationError(
+                f"{name!r}: positional-only parameters cannot be passed by name"
+            )
+        annotation = hints.get(parameter.name, Any)
+        default = ... if parameter.default is parameter.empty else parameter.default
+        fields[parameter.name] = (annotation, default)
+    model_name = "".join(part.capitalize() for part in name.replace("-", "_").split("_"))
+    return create_model(
+        f"{model_name or 'Function'}Arguments",
+        __config__=ConfigDict(extra="forbid", arbitrary_types_allowed=False),
+        **fields,
+    )
+
+
+def _check_importable(name: str, func: Callable[..., Any]) -> None:
+    """Refuse functions a process pool cannot import by name in a spawned child."""
+    module_name = getattr(func, "__module__", None)
+    qualname = getattr(func, "__qualname__", "")
+    if not module_name or module_name == "__main__" or "<" in qualname:
+        raise ConfigurationError(
+            f"{name!r} runs in a process pool, so it must be a module-level function "
+            "importable by its module and name (not a lambda, a nested function or "
+            "one defined in __main__)"
+        )
+    target: Any = importlib.import_module(module_name)
+    for part in qualname.split("."):
+        target = getattr(target, part, None)
+    if target is not func:
+        raise ConfigurationError(f"{name!r} is not importable as {module_name}:{qualname}")
+
+
+class Registry:
+    """Name → function, one namespace per kind (poll, job, callback)."""
+
+    def __init__(self) -> None:
+        self._functions: dict[tuple[FunctionKind, str], RegisteredFunction] = {}
+
+    def register(
+        self,
+        kind: FunctionKind,
+        func: Callable[..., Any],
+        *,
+        name: str | None = None,
+        executor: Executor = "thread",
+        max_concurrency: int | None = None,
+    ) -> RegisteredFunction:
+        """Register `func` under `name` (default: its `__name__`).
+
+        Raises:
+            ConfigurationError: The name is taken or invalid, or the function cannot run
+                as asked.
+        """
+        if not callable(func):
+            raise ConfigurationError(f"{func!r} is not callable")
+        name = name or getattr(func, "__name__", "")
+        if not name or len(name) > _MAX_NAME_LENGTH or name == "<lambda>":
+            raise ConfigurationError(
+                f"give the function a name of 1 to {_MAX_NAME_LENGTH} characters"
+            )
+        if (kind, name) in self._functions:
+            raise ConfigurationError(f"a {kind} function named {name!r} is registered already")
+        if executor not in ("thread", "process"):
+            raise ConfigurationError(f"executor must be 'thread' or 'process', not {executor!r}")
+        if max_concurrency is not None and max_concurrency < 1:
+            raise ConfigurationError("max_concurrency must be at least 1")
+        is_async = inspect.iscoroutinefunction(func)
+        if executor == "process":
+            if is_async:
+                raise ConfigurationError(f"{name!r}: async functions run on the event loop")
+            _check_importable(name, func)
+        registered = RegisteredFunction(
+            name=name,
+            kind=kind,
+            func=func,
+            is_async=is_async,
+            executor=executor,
+            max_concurrency=max_concurrency,
+            arguments_model=_arguments_model(name, func),
+        )
+        self._functions[(kind, name)] = registered
+        return registered
+
+    def get(self, kind: FunctionKind, name: str) -> RegisteredFunction:
+        """Return the function of that kind and name.
+
+        Raises:
+            FunctionNotFoundError: Nothing of that kind is registered under the name.
+        """
+        try:
+            return self._functions[(kind, name)]
+        except KeyError:
+            raise FunctionNotFoundError(f"no {kind} function is registered as {name!r}") from None
+
+    def names(self, kind: FunctionKind) -> list[str]:
+        """Return the registered names of one kind, sorted."""
+        return sorted(n for k, n in self._functions if k == kind)

@@ -1,0 +1,125 @@
+"""The library's tables, in SQLAlchemy Core: only JSON, text, number and time columns.
+
+No column holds pickled or otherwise executable data: functions are stored by their
+registered name, arguments/results/triggers as JSON.
+"""
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
+from sqlalchemy.engine import Dialect
+
+__all__ = ["Tables", "UTCDateTime"]
+
+# 191 characters of utf8mb4 is the longest VARCHAR that MySQL/MariaDB can index with the
+# default 767-byte key prefix, so ids and names fit every supported database.
+ID_LENGTH = 191
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """A timestamp stored as naive UTC and always read back as aware UTC.
+
+    MySQL's DATETIME keeps whole seconds unless asked for microseconds, so it is
+    declared with `fsp=6` there.
+    """
+
+    impl = sa.DateTime
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> sa.types.TypeEngine[Any]:
+        if dialect.name in ("mysql", "mariadb"):
+            return dialect.type_descriptor(mysql.DATETIME(fsp=6))
+        return dialect.type_descriptor(sa.DateTime())
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetimes are ambiguous; pass an aware one")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+def _json() -> sa.JSON:
+    return sa.JSON(none_as_null=True)
+
+
+class Tables:
+    """The three tables, named with a configurable prefix."""
+
+    def __init__(self, prefix: str) -> None:
+        self.metadata = sa.MetaData()
+        self.polls = sa.Table(
+            f"{prefix}polls",
+            self.metadata,
+            sa.Column("id", sa.String(ID_LENGTH), primary_key=True),
+            sa.Column("function", sa.String(ID_LENGTH), nullable=False),
+            sa.Column("arguments", _json(), nullable=False),
+            sa.Column("state", sa.String(16), nullable=False),
+            sa.Column("attempts", sa.Integer, nullable=False),
+            sa.Column("consecutive_errors", sa.Integer, nullable=False),
+            sa.Column("interval", sa.Float, nullable=False),
+            sa.Column("backoff_factor", sa.Float, nullable=False),
+            sa.Column("max_interval", sa.Float, nullable=True),
+            sa.Column("jitter", sa.Float, nullable=False),
+            sa.Column("timeout", sa.Float, nullable=True),
+            sa.Column("max_attempts", sa.Integer, nullable=True),
+            sa.Column("max_errors", sa.Integer, nullable=False),
+            sa.Column("callbacks", _json(), nullable=False),
+            sa.Column("callbacks_pending", sa.Boolean, nullable=False),
+            sa.Column("created_at", UTCDateTime, nullable=False),
+            sa.Column("deadline", UTCDateTime, nullable=True),
+            # The dispatch key: when this row next needs a process. For a pending poll,
+            # its next attempt; while leased, the lease's expiry (so a crashed holder's
+            # work comes due again); NULL once nothing is left to do.
+            sa.Column("next_poll_at", UTCDateTime, nullable=True, index=True),
+            sa.Column("finished_at", UTCDateTime, nullable=True),
+            sa.Column("updated_at", UTCDateTime, nullable=False),
+            sa.Column("progress", _json(), nullable=True),
+            sa.Column("result", _json(), nullable=True),
+            sa.Column("error", sa.Text, nullable=True),
+            sa.Column("lease_owner", sa.String(ID_LENGTH), nullable=True, index=True),
+            sa.Column("lease_expires_at", UTCDateTime, nullable=True),
+            sa.Index(f"ix_{prefix}polls_state_function", "state", "function"),
+        )
+        self.jobs = sa.Table(
+            f"{prefix}jobs",
+            self.metadata,
+            sa.Column("id", sa.String(ID_LENGTH), primary_key=True),
+            sa.Column("function", sa.String(ID_LENGTH), nullable=False),
+            sa.Column("arguments", _json(), nullable=False),
+            sa.Column("trigger", _json(), nullable=False),
+            # NULL while paused or once the trigger has no more ticks.
+            sa.Column("next_run_at", UTCDateTime, nullable=True, index=True),
+            sa.Column("paused", sa.Boolean, nullable=False),
+            sa.Column("misfire_grace_time", sa.Float, nullable=False),
+            sa.Column("coalesce", sa.Boolean, nullable=False),
+            sa.Column("max_instances", sa.Integer, nullable=False),
+            sa.Column("created_at", UTCDateTime, nullable=False),
+            sa.Column("updated_at", UTCDateTime, nullable=False),
+        )
+        self.job_runs = sa.Table(
+            f"{prefix}job_runs",
+            self.metadata,
+            sa.Column("id", sa.String(36), primary_key=True),
+            sa.Column("job_id", sa.String(ID_LENGTH), nullable=False),
+            sa.Column("function", sa.String(ID_LENGTH), nullable=False),
+            sa.Column("arguments", _json(), nullable=False),
+            sa.Column("scheduled_at", UTCDateTime, nullable=False),
+            sa.Column("state", sa.String(16), nullable=False),
+            sa.Column("attempt", sa.Integer, nullable=False),
+            # Same role as polls.next_poll_at: queued runs and expired leases come due.
+            sa.Column("due_at", UTCDateTime, nullable=True, index=True),
+            sa.Column("worker", sa.String(ID_LENGTH), nullable=True),
+            sa.Column("started_at", UTCDateTime, nullable=True),
+            sa.Column("finished_at", UTCDateTime, nullable=True),
+            sa.Column("result", _json(), nullable=True),
+            sa.Column("error", sa.Text, nullable=True),
+            # One run per tick of a job, whichever process claims it.
+            sa.UniqueConstraint("job_id", "scheduled_at", name=f"uq_{prefix}job_runs_tick"),
+            sa.Index(f"ix_{prefix}job_runs_job_state", "job_id", "state"),
+        )
