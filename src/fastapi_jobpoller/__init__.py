@@ -12,10 +12,13 @@ from .exceptions import JobConflictError as JobConflictError
 from .exceptions import JobNotFoundError as JobNotFoundError
 from .exceptions import JobPollerError as JobPollerError
 from .exceptions import NotRunningError as NotRunningError
+from .exceptions import PayloadTooLargeError as PayloadTooLargeError
 from .exceptions import PollConflictError as PollConflictError
 from .exceptions import PollNotFoundError as PollNotFoundError
+from .lifespan import mount_scheduler as mount_scheduler
 from .models import CronTrigger as CronTrigger
 from .models import DateTrigger as DateTrigger
+from .models import Health as Health
 from .models import IntervalTrigger as IntervalTrigger
 from .models import JobInfo as JobInfo
 from .models import JobRunInfo as JobRunInfo
@@ -27,6 +30,7 @@ from .outcomes import Done as Done
 from .outcomes import Failed as Failed
 from .outcomes import Pending as Pending
 from .poller import JobPoller as JobPoller
+from .router import get_jobs_router as get_jobs_router
 
 __version__ = "0.1.0.dev0"
 
@@ -39,6 +43,7 @@ __all__ = [
     "Done",
     "Failed",
     "FunctionNotFoundError",
+    "Health",
     "IntervalTrigger",
     "InvalidArgumentsError",
     "InvalidStateError",
@@ -52,6 +57,7 @@ __all__ = [
     "JobRunInfo",
     "JobRunState",
     "NotRunningError",
+    "PayloadTooLargeError",
     "Pending",
     "PollConflictError",
     "PollInfo",
@@ -59,4 +65,6 @@ __all__ = [
     "PollOptions",
     "PollState",
     "__version__",
+    "get_jobs_router",
+    "mount_scheduler",
 ]

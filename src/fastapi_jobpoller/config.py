@@ -4,7 +4,7 @@ Settings are read when a `JobPollerSettings` object is created, never at import 
 a test or an app factory can set the environment first.
 """
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["JobPollerSettings"]
@@ -105,6 +105,46 @@ class JobPollerSettings(BaseSettings):
     )
     create_tables: bool = Field(
         default=True, description="Create the library's tables at start if missing."
+    )
+    max_arguments_bytes: int = Field(
+        default=65_536,
+        ge=64,
+        le=16 * 1024 * 1024,
+        description="Largest JSON encoding of a poll's or job's arguments.",
+    )
+    api_prefix: str = Field(
+        default="/jobpoller",
+        pattern=r"^(/[A-Za-z0-9._~-]+)*$",
+        description="Path prefix of the management API that `mount_scheduler` adds.",
+    )
+    api_key: SecretStr | None = Field(
+        default=None,
+        min_length=16,
+        description="Key for every management route (read and write), sent in the API key header.",
+    )
+    read_api_key: SecretStr | None = Field(
+        default=None,
+        min_length=16,
+        description="Key for the read-only management routes.",
+    )
+    api_key_header: str = Field(
+        default="X-API-Key", min_length=1, description="Header that carries an API key."
+    )
+    auth_disabled: bool = Field(
+        default=False,
+        description=(
+            "Development only: let anonymous requests read and change everything. "
+            "A warning is logged at startup while it is on."
+        ),
+    )
+    max_page_size: int = Field(
+        default=500, ge=1, le=10_000, description="Most items one list request returns."
+    )
+    max_wait_seconds: float = Field(
+        default=60.0,
+        gt=0.0,
+        le=3600.0,
+        description="Longest a wait request holds before answering with the poll as it is.",
     )
 
     @field_validator("timezone")

@@ -4,6 +4,7 @@
     ├── ConfigurationError (ValueError)        a function or setting cannot be used as given
     ├── FunctionNotFoundError (LookupError)    no function is registered under that name
     ├── InvalidArgumentsError (ValueError)     arguments fail the function's signature
+    │   └── PayloadTooLargeError               arguments larger than allowed
     ├── InvalidTriggerError (ValueError)       a trigger definition is invalid
     ├── PollNotFoundError (LookupError)        no poll has that id
     ├── JobNotFoundError (LookupError)         no scheduled job has that id
@@ -29,6 +30,7 @@ __all__ = [
     "JobNotFoundError",
     "JobPollerError",
     "NotRunningError",
+    "PayloadTooLargeError",
     "PollConflictError",
     "PollNotFoundError",
 ]
@@ -60,6 +62,12 @@ class InvalidArgumentsError(JobPollerError, ValueError):
     def __init__(self, message: str, *, errors: list[dict[str, object]] | None = None):
         super().__init__(message)
         self.errors = errors or []
+
+
+class PayloadTooLargeError(InvalidArgumentsError):
+    """The JSON arguments are larger than `max_arguments_bytes`."""
+
+    code = "payload_too_large"
 
 
 class InvalidTriggerError(JobPollerError, ValueError):

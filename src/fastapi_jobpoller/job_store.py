@@ -126,8 +126,15 @@ class JobStore:
                 )
             return self._get(connection, job_id)
 
-    def reschedule(self, job_id: str, trigger: Trigger, *, now: datetime) -> dict[str, Any]:
-        """Give a job a new trigger; a paused job stays paused.
+    def modify(
+        self,
+        job_id: str,
+        *,
+        trigger: Trigger | None,
+        values: Mapping[str, Any],
+        now: datetime,
+    ) -> dict[str, Any]:
+        """Update a job's columns; a new trigger also sets its next tick (unless paused).
 
         Raises:
             JobNotFoundError: No job has that id.
@@ -139,18 +146,15 @@ class JobStore:
             ).first()
             if row is None:
                 raise JobNotFoundError(f"no job has id {job_id!r}")
-            next_run_at = (
-                None if row.paused else first_fire_time(trigger, default_zone=self._zone, now=now)
-            )
-            connection.execute(
-                sa.update(jobs)
-                .where(jobs.c.id == job_id)
-                .values(
-                    trigger=trigger.model_dump(mode="json"),
-                    next_run_at=next_run_at,
-                    updated_at=now,
+            changes = {**values, "updated_at": now}
+            if trigger is not None:
+                changes["trigger"] = trigger.model_dump(mode="json")
+                changes["next_run_at"] = (
+                    None
+                    if row.paused
+                    else first_fire_time(trigger, default_zone=self._zone, now=now)
                 )
-            )
+            connection.execute(sa.update(jobs).where(jobs.c.id == job_id).values(**changes))
             return self._get(connection, job_id)
 
     # -- runs ------------------------------------------------------------------------

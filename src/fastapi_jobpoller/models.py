@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
     "CronTrigger",
+    "Health",
     "DateTrigger",
     "IntervalTrigger",
     "JobInfo",
@@ -258,3 +259,18 @@ class JobRunInfo(BaseModel):
     result: Any = None
     error: str | None = None
     worker: str | None = None
+
+
+class Health(BaseModel):
+    """Whether this process's engine runs and reaches its database."""
+
+    model_config = ConfigDict(frozen=True)
+
+    status: Literal["ok", "unavailable"]
+    engine_alive: bool = Field(description="The dispatch loop runs and cycled recently.")
+    database_ok: bool = Field(description="A query to the database just succeeded.")
+    worker_id: str = Field(description="This process's name in lease columns.")
+    in_flight: int = Field(description="Attempts and job runs this process is executing.")
+    role: Literal["peer"] = Field(
+        default="peer", description="Every process claims work alike; there is no leader."
+    )

@@ -1,6 +1,7 @@
 """`JobPoller`: the one object a host app creates, registers functions on, and starts."""
 
 import asyncio
+import json
 import logging
 import os
 import socket
@@ -19,14 +20,17 @@ from .database import Database
 from .dispatcher import Dispatcher, utcnow
 from .exceptions import (
     ConfigurationError,
+    DatabaseUnavailableError,
     InvalidArgumentsError,
     InvalidTriggerError,
     JobNotFoundError,
     NotRunningError,
+    PayloadTooLargeError,
     PollNotFoundError,
 )
 from .job_store import TRIGGER_ADAPTER, JobStore
 from .models import (
+    Health,
     JobInfo,
     JobRunInfo,
     PollInfo,
@@ -45,8 +49,12 @@ T = TypeVar("T")
 
 # Ids are stored in VARCHAR(191) columns.
 _MAX_ID_LENGTH = 191
-# How often `wait_for_poll` looks at the row; short enough to feel immediate.
-_WAIT_POLL_SECONDS = 0.05
+# `wait_for_poll` looks at the row after 50 ms, then less and less often, up to every
+# half second: quick answers for quick polls, little load from many long waits.
+_WAIT_FIRST_SECONDS = 0.05
+_WAIT_LONGEST_SECONDS = 0.5
+# A health check whose query takes longer than this reports the database as down.
+_HEALTH_QUERY_SECONDS = 2.0
 _POLL_OPTIONS_ADAPTER: TypeAdapter[PollOptions] = TypeAdapter(PollOptions)
 
 
@@ -164,6 +172,26 @@ class JobPoller:
         """Return whether the engine's last database call worked."""
         return self._dispatcher is not None and self._dispatcher.database_ok
 
+    async def health(self) -> Health:
+        """Check the engine loop and run a query against the database."""
+        dispatcher, database = self._dispatcher, self._database
+        database_ok = False
+        if database is not None:
+            try:
+                with anyio.fail_after(_HEALTH_QUERY_SECONDS):
+                    await anyio.to_thread.run_sync(database.ping, abandon_on_cancel=True)
+                database_ok = True
+            except (DatabaseUnavailableError, TimeoutError):
+                database_ok = False
+        engine_alive = dispatcher is not None and dispatcher.alive
+        return Health(
+            status="ok" if engine_alive and database_ok else "unavailable",
+            engine_alive=engine_alive,
+            database_ok=database_ok,
+            worker_id=self.worker_id,
+            in_flight=0 if dispatcher is None else dispatcher.in_flight,
+        )
+
     async def start(self) -> None:
         """Create missing tables and start the engine on the running event loop.
 
@@ -232,6 +260,19 @@ class JobPoller:
     ) -> None:
         await self.shutdown()
 
+    def _arguments(
+        self, kind: Literal["poll", "job"], function: str, arguments: Mapping[str, Any] | None
+    ) -> dict[str, Any]:
+        """Validate arguments against the registered function and the size limit."""
+        stored = self._registry.get(kind, function).validate_arguments(arguments)
+        size = len(json.dumps(stored, separators=(",", ":")).encode())
+        if size > self.settings.max_arguments_bytes:
+            raise PayloadTooLargeError(
+                f"arguments take {size} bytes as JSON; the limit is "
+                f"{self.settings.max_arguments_bytes} (max_arguments_bytes)"
+            )
+        return stored
+
     def _require_running(self) -> Dispatcher:
         if self._dispatcher is None:
             raise NotRunningError("start the poller first (`async with poller:`)")
@@ -264,9 +305,23 @@ class JobPoller:
             InvalidArgumentsError: The arguments or options are invalid.
             PollConflictError: The id is taken by a different poll.
         """
+        info, _ = await self.submit_poll(
+            function, arguments, poll_id=poll_id, options=options, **option_values
+        )
+        return info
+
+    async def submit_poll(
+        self,
+        function: str,
+        arguments: Mapping[str, Any] | None = None,
+        *,
+        poll_id: str | None = None,
+        options: PollOptions | None = None,
+        **option_values: Any,
+    ) -> tuple[PollInfo, bool]:
+        """Do what `start_poll` does; also return whether the poll was created now."""
         dispatcher = self._require_running()
-        registered = self._registry.get("poll", function)
-        stored_arguments = registered.validate_arguments(arguments)
+        stored_arguments = self._arguments("poll", function, arguments)
         try:
             if options is None:
                 options = _POLL_OPTIONS_ADAPTER.validate_python(option_values)
@@ -318,7 +373,7 @@ class JobPoller:
                 row["id"],
                 extra={"event": "poll_submitted", "poll_id": row["id"], "function": function},
             )
-        return PollInfo.model_validate(stored)
+        return PollInfo.model_validate(stored), created
 
     async def get_poll(self, poll_id: str) -> PollInfo:
         """Return a poll by id.
@@ -373,18 +428,20 @@ class JobPoller:
     # It returns the poll as it is when the time is up instead of raising, so `timeout`
     # is a parameter rather than a cancel scope the caller wraps around it.
     async def wait_for_poll(self, poll_id: str, *, timeout: float) -> PollInfo:  # noqa: ASYNC109
-        """Return the poll once it has ended, or as it is after `timeout` seconds.
+        """Return the poll once it has ended and its callbacks ran, or after `timeout` s.
 
         Raises:
             PollNotFoundError: No poll has that id.
         """
         loop = asyncio.get_running_loop()
         give_up_at = loop.time() + timeout
+        pause = _WAIT_FIRST_SECONDS
         while True:
             poll = await self.get_poll(poll_id)
-            if poll.is_terminal and not poll.callbacks_pending or loop.time() >= give_up_at:
+            if (poll.is_terminal and not poll.callbacks_pending) or loop.time() >= give_up_at:
                 return poll
-            await asyncio.sleep(min(_WAIT_POLL_SECONDS, max(give_up_at - loop.time(), 0)))
+            await asyncio.sleep(min(pause, max(give_up_at - loop.time(), 0)))
+            pause = min(pause * 1.5, _WAIT_LONGEST_SECONDS)
 
     # -- scheduled jobs --------------------------------------------------------------
 
@@ -410,8 +467,7 @@ class JobPoller:
             JobConflictError: The id is taken and `replace_existing` is false.
         """
         dispatcher = self._require_running()
-        registered = self._registry.get("job", function)
-        stored_arguments = registered.validate_arguments(arguments)
+        stored_arguments = self._arguments("job", function, arguments)
         now = utcnow()
         spec = self._trigger(trigger, now)
         settings = self.settings
@@ -498,18 +554,57 @@ class JobPoller:
         return JobInfo.model_validate(row)
 
     async def reschedule_job(self, job_id: str, trigger: Trigger | Mapping[str, Any]) -> JobInfo:
-        """Replace a job's trigger.
+        """Replace a job's trigger; a paused job stays paused.
 
         Raises:
             JobNotFoundError: No job has that id.
             InvalidTriggerError: The trigger is invalid.
         """
+        return await self.modify_job(job_id, trigger=trigger)
+
+    async def modify_job(
+        self,
+        job_id: str,
+        *,
+        trigger: Trigger | Mapping[str, Any] | None = None,
+        arguments: Mapping[str, Any] | None = None,
+        misfire_grace_time: float | None = None,
+        coalesce: bool | None = None,
+        max_instances: int | None = None,
+    ) -> JobInfo:
+        """Change what is given of a job; a new trigger restarts its schedule from now.
+
+        Raises:
+            JobNotFoundError: No job has that id.
+            InvalidArgumentsError: The arguments or limits are invalid.
+            InvalidTriggerError: The trigger is invalid.
+        """
         dispatcher = self._require_running()
         now = utcnow()
-        spec = self._trigger(trigger, now)
-        row = await anyio.to_thread.run_sync(lambda: self._jobs.reschedule(job_id, spec, now=now))
+        spec = None if trigger is None else self._trigger(trigger, now)
+        if misfire_grace_time is not None and misfire_grace_time < 0:
+            raise InvalidArgumentsError("misfire_grace_time must be ≥ 0")
+        if max_instances is not None and max_instances < 1:
+            raise InvalidArgumentsError("max_instances must be ≥ 1")
+        values: dict[str, Any] = {
+            key: value
+            for key, value in (
+                ("misfire_grace_time", misfire_grace_time),
+                ("coalesce", coalesce),
+                ("max_instances", max_instances),
+            )
+            if value is not None
+        }
+
+        def modify() -> dict[str, Any]:
+            if arguments is not None:
+                function = self._jobs.get(job_id)["function"]
+                values["arguments"] = self._arguments("job", function, arguments)
+            return self._jobs.modify(job_id, trigger=spec, values=values, now=now)
+
+        row = await anyio.to_thread.run_sync(modify)
         dispatcher.wake()
-        logger.info("job %s rescheduled", job_id, extra={"event": "job_modified", "job_id": job_id})
+        logger.info("job %s modified", job_id, extra={"event": "job_modified", "job_id": job_id})
         return JobInfo.model_validate(row)
 
     async def run_job_now(self, job_id: str) -> JobRunInfo:

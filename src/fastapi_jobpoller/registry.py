@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, PydanticUserError, ValidationError, create_model
 
 from .exceptions import ConfigurationError, FunctionNotFoundError, InvalidArgumentsError
 
@@ -47,6 +47,9 @@ class RegisteredFunction:
             model = self.arguments_model.model_validate(dict(arguments or {}))
             dumped: dict[str, Any] = model.model_dump(mode="json")
             json.dumps(dumped)
+            # What is stored must bind back at attempt time: pydantic writes NaN and
+            # infinities as null, which a `float` parameter then refuses forever.
+            self.arguments_model.model_validate(dumped)
         except ValidationError as exc:
             errors: list[dict[str, object]] = []
             messages: list[str] = []
@@ -90,11 +93,16 @@ def _arguments_model(name: str, func: Callable[..., Any]) -> type[BaseModel]:
         default = ... if parameter.default is parameter.empty else parameter.default
         fields[parameter.name] = (annotation, default)
     model_name = "".join(part.capitalize() for part in name.replace("-", "_").split("_"))
-    return create_model(
-        f"{model_name or 'Function'}Arguments",
-        __config__=ConfigDict(extra="forbid", arbitrary_types_allowed=False),
-        **fields,
-    )
+    try:
+        return create_model(
+            f"{model_name or 'Function'}Arguments",
+            __config__=ConfigDict(extra="forbid", arbitrary_types_allowed=False),
+            **fields,
+        )
+    except PydanticUserError as exc:  # a parameter type pydantic cannot validate
+        raise ConfigurationError(
+            f"{name!r}: its parameters must have JSON-compatible types: {exc}"
+        ) from None
 
 
 def _check_importable(name: str, func: Callable[..., Any]) -> None:
