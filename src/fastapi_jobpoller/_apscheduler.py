@@ -18,9 +18,13 @@ from apscheduler.triggers.interval import IntervalTrigger as _ApsInterval
 from .exceptions import InvalidTriggerError
 from .models import CronTrigger, DateTrigger, IntervalTrigger, Trigger
 
-__all__ = ["first_fire_time", "next_fire_time", "normalize_trigger"]
+__all__ = ["first_fire_time", "latest_due_tick", "next_fire_time", "normalize_trigger"]
 
 _ONE_MICROSECOND = timedelta(microseconds=1)
+# How many missed cron ticks are stepped through to find the latest one; past that, the
+# one reached is used (a cron firing every second, down for three hours).
+_MAX_TICKS_STEPPED = 10_000
+_CRONTAB_WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
 def _zone(name: str) -> ZoneInfo:
@@ -55,12 +59,21 @@ def _build(trigger: Trigger, default_zone: str) -> Any:
             )
         if isinstance(trigger, CronTrigger):
             if trigger.expression is not None:
-                built = _ApsCron.from_crontab(trigger.expression, timezone=zone)
-                built.jitter = trigger.jitter
-                if trigger.start_date or trigger.end_date:
-                    built.start_date = _aware(trigger.start_date, zone)
-                    built.end_date = _aware(trigger.end_date, zone)
-                return built
+                fields = trigger.expression.split()
+                if len(fields) != 5:
+                    raise ValueError(f"a crontab expression has 5 fields, not {len(fields)}")
+                minute, hour, day, month, weekdays = fields
+                return _ApsCron(
+                    minute=minute,
+                    hour=hour,
+                    day=day,
+                    month=month,
+                    day_of_week=_crontab_weekdays(weekdays),
+                    start_date=_aware(trigger.start_date, zone),
+                    end_date=_aware(trigger.end_date, zone),
+                    timezone=zone,
+                    jitter=trigger.jitter,
+                )
             return _ApsCron(
                 year=trigger.year,
                 month=trigger.month,
@@ -95,6 +108,11 @@ def normalize_trigger(trigger: Trigger, *, default_zone: str, now: datetime) -> 
     elif isinstance(trigger, DateTrigger) and trigger.run_date is None:
         trigger = trigger.model_copy(update={"run_date": now})
     _build(trigger, default_zone)
+    if first_fire_time(trigger, default_zone=default_zone, now=now) is None:
+        raise InvalidTriggerError(
+            f"invalid {trigger.type} trigger: it never fires after now (an impossible date, "
+            "an end date in the past, or a first tick beyond the year 9999)"
+        )
     return trigger
 
 
@@ -105,9 +123,12 @@ def _utc(value: datetime | None) -> datetime | None:
 def first_fire_time(trigger: Trigger, *, default_zone: str, now: datetime) -> datetime | None:
     """Return the first tick at or after `now` (UTC), or None if there is none."""
     built = _build(trigger, default_zone)
-    if isinstance(trigger, DateTrigger):
-        return _utc(built.get_next_fire_time(None, now))
-    return _utc(built.get_next_fire_time(None, now.astimezone(built.timezone)))
+    try:
+        if isinstance(trigger, DateTrigger):
+            return _utc(built.get_next_fire_time(None, now))
+        return _utc(built.get_next_fire_time(None, now.astimezone(built.timezone)))
+    except OverflowError:  # the tick cannot be held in a datetime: there is none
+        return None
 
 
 def next_fire_time(
@@ -126,6 +147,79 @@ def next_fire_time(
         return None
     built = _build(trigger, default_zone)
     zone = built.timezone
-    if coalesce:
-        return _utc(built.get_next_fire_time(None, (now + _ONE_MICROSECOND).astimezone(zone)))
-    return _utc(built.get_next_fire_time(previous.astimezone(zone), now.astimezone(zone)))
+    try:
+        if coalesce:
+            return _utc(built.get_next_fire_time(None, (now + _ONE_MICROSECOND).astimezone(zone)))
+        return _utc(built.get_next_fire_time(previous.astimezone(zone), now.astimezone(zone)))
+    except OverflowError:
+        # The next tick cannot be held in a datetime: the trigger has ended. Raising
+        # instead would fail every claim of due ticks, for every job, again and again.
+        return None
+
+
+def latest_due_tick(
+    trigger: Trigger, *, default_zone: str, scheduled: datetime, now: datetime
+) -> datetime:
+    """Return the last tick at or before `now`, starting from the due tick `scheduled`.
+
+    Coalescing runs a job once for all the ticks it missed; like APScheduler, that run
+    stands for the latest of them, so its lateness (and the misfire check) counts from
+    there rather than from the first tick missed.
+    """
+    if isinstance(trigger, DateTrigger) or now <= scheduled:
+        return scheduled
+    if isinstance(trigger, IntervalTrigger) and not trigger.jitter:
+        period = timedelta(seconds=trigger.period_seconds)
+        latest = scheduled + period * ((now - scheduled) // period)
+        end = trigger.end_date
+        if end is not None and end.tzinfo is not None and latest > end:
+            return scheduled
+        return latest
+    built = _build(trigger, default_zone)
+    zone = built.timezone
+    latest = scheduled
+    for _ in range(_MAX_TICKS_STEPPED):
+        try:
+            following = built.get_next_fire_time(latest.astimezone(zone), now.astimezone(zone))
+        except OverflowError:
+            break
+        if following is None or following > now:
+            break
+        latest = following.astimezone(UTC)
+    return latest
+
+
+def _crontab_weekdays(field: str) -> str:
+    """Translate crontab's day-of-week numbers (0 or 7 = Sunday) into day names.
+
+    APScheduler 3 numbers days from Monday=0, so `0 9 * * 1` would silently mean
+    Tuesday; names mean the same to both.
+    """
+    if field == "*" or not any(ch.isdigit() for ch in field):
+        return field
+    days: list[str] = []
+    for part in field.split(","):
+        base, _, step_text = part.partition("/")
+        step = int(step_text) if step_text else 1
+        if base == "*":
+            first, last = 0, 6
+        elif "-" in base:
+            start_text, _, end_text = base.partition("-")
+            first, last = _weekday_number(start_text), _weekday_number(end_text)
+        else:
+            first = last = _weekday_number(base)
+            if step_text:
+                last = 6
+        if step < 1 or first > last:
+            raise InvalidTriggerError(f"invalid day-of-week field {field!r} in crontab")
+        days.extend(_CRONTAB_WEEKDAYS[n] for n in range(first, last + 1, step))
+    return ",".join(dict.fromkeys(days))
+
+
+def _weekday_number(text: str) -> int:
+    names = {name: number for number, name in enumerate(_CRONTAB_WEEKDAYS[:7])}
+    if text.lower() in names:
+        return names[text.lower()]
+    if text.isdigit() and 0 <= int(text) <= 7:
+        return int(text)
+    raise InvalidTriggerError(f"invalid day of week {text!r} in crontab expression")

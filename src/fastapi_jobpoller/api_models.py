@@ -16,6 +16,8 @@ __all__ = [
 ]
 
 Item = TypeVar("Item")
+# An id is one segment of this API's paths, so it never holds a "/".
+_ID_PATTERN = r"^[^/]*$"
 
 
 class ErrorResponse(BaseModel):
@@ -50,6 +52,7 @@ class PollCreate(PollOptions):
         default=None,
         min_length=1,
         max_length=191,
+        pattern=_ID_PATTERN,
         description="Idempotency key: the same id and definition returns the stored poll.",
     )
 
@@ -62,7 +65,7 @@ class JobCreate(BaseModel):
     function: str = Field(min_length=1, max_length=191, description="Registered name.")
     trigger: Trigger
     arguments: dict[str, Any] = Field(default_factory=dict)
-    id: str | None = Field(default=None, min_length=1, max_length=191)
+    id: str | None = Field(default=None, min_length=1, max_length=191, pattern=_ID_PATTERN)
     replace_existing: bool = False
     paused: bool = False
     misfire_grace_time: float | None = Field(default=None, ge=0, le=366 * 86_400)

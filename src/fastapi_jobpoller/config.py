@@ -106,6 +106,25 @@ class JobPollerSettings(BaseSettings):
     create_tables: bool = Field(
         default=True, description="Create the library's tables at start if missing."
     )
+    callback_retry_seconds: float = Field(
+        default=30.0,
+        gt=0.0,
+        le=86_400.0,
+        description=(
+            "Seconds before a poll's terminal callbacks run again after one of them "
+            "raised (all of that poll's callbacks run again: delivery is at least once)."
+        ),
+    )
+    unknown_function_retry_seconds: float = Field(
+        default=60.0,
+        gt=0.0,
+        le=86_400.0,
+        description=(
+            "Least seconds before a poll naming a function this process does not register "
+            "is looked at again; it stays stored for a process (e.g. a newer deploy) that "
+            "registers it."
+        ),
+    )
     max_arguments_bytes: int = Field(
         default=65_536,
         ge=64,

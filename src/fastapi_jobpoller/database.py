@@ -10,7 +10,7 @@ from sqlalchemy import event, exc
 from sqlalchemy.engine import Connection, Engine
 
 from .exceptions import ConfigurationError, DatabaseUnavailableError
-from .tables import Tables
+from .tables import SCHEMA_VERSION, Tables
 
 __all__ = ["Database"]
 
@@ -94,9 +94,42 @@ class Database:
                 connection.execute(sa.text("SELECT GET_LOCK('jobpoller_schema', 60)"))
             try:
                 self.tables.metadata.create_all(connection, checkfirst=True)
+                self._check_version(connection)
             finally:
                 if self.dialect_name in ("mysql", "mariadb"):
                     connection.execute(sa.text("SELECT RELEASE_LOCK('jobpoller_schema')"))
+
+    def check_schema(self) -> None:
+        """Check that the tables exist at the version this library writes.
+
+        Raises:
+            ConfigurationError: The tables are missing or at another version.
+            DatabaseUnavailableError: The database could not be reached.
+        """
+        with self.transaction() as connection:
+            inspector = sa.inspect(connection)
+            missing = [
+                t.name
+                for t in self.tables.metadata.sorted_tables
+                if not inspector.has_table(t.name)
+            ]
+            if missing:
+                raise ConfigurationError(
+                    f"the job poller's tables {missing} are missing; start once with "
+                    "create_tables on, or create them yourself"
+                )
+            self._check_version(connection)
+
+    def _check_version(self, connection: Connection) -> None:
+        table = self.tables.schema_version
+        found = connection.execute(sa.select(table.c.version)).scalars().all()
+        if not found:
+            connection.execute(sa.insert(table).values(version=SCHEMA_VERSION))
+        elif found != [SCHEMA_VERSION]:
+            raise ConfigurationError(
+                f"the tables with prefix {table.name[: -len('schema_version')]!r} are at "
+                f"schema version {found}, this release uses {SCHEMA_VERSION}"
+            )
 
     def dispose(self) -> None:
         """Close every pooled connection."""

@@ -37,11 +37,6 @@ T = TypeVar("T")
 
 # Threads for database calls: one claims while another writes outcomes back.
 _DATABASE_THREADS = 2
-# A poll naming a function this process does not know is looked at again after this
-# long at the soonest: a newer deploy elsewhere may know it.
-_UNKNOWN_FUNCTION_RETRY_SECONDS = 60.0
-# Failed terminal callbacks are delivered again after this long (at least once).
-_CALLBACK_RETRY_SECONDS = 30.0
 # Longest pause between tries while the database is unreachable.
 _MAX_OUTAGE_BACKOFF_SECONDS = 5.0
 
@@ -58,7 +53,9 @@ def _describe(error: BaseException) -> str:
 
 def _json_ready(value: Any) -> bool:
     try:
-        json.dumps(value)
+        # Storable everywhere: no NaN or infinities (PostgreSQL and MySQL refuse them),
+        # no lone surrogates (not UTF-8, so no response could carry them either).
+        json.dumps(value, allow_nan=False, ensure_ascii=False).encode()
     except (TypeError, ValueError):
         return False
     return True
@@ -415,7 +412,10 @@ class Dispatcher:
             },
         )
         now = utcnow()
-        delay = max(backoff_delay(row, row["attempts"], self._rng), _UNKNOWN_FUNCTION_RETRY_SECONDS)
+        delay = max(
+            backoff_delay(row, row["attempts"], self._rng),
+            self._settings.unknown_function_retry_seconds,
+        )
         transition = Transition(
             state=PollState.PENDING,
             consecutive_errors=row["consecutive_errors"],
@@ -511,7 +511,7 @@ class Dispatcher:
                     "callback %r for poll %s failed; all its callbacks run again in %g s: %s",
                     name,
                     info.id,
-                    _CALLBACK_RETRY_SECONDS,
+                    self._settings.callback_retry_seconds,
                     _describe(error),
                     extra={
                         "event": "poll_callback_failed",
@@ -523,7 +523,7 @@ class Dispatcher:
                 break
         now = utcnow()
         if failed:
-            retry_at = now + timedelta(seconds=_CALLBACK_RETRY_SECONDS)
+            retry_at = now + timedelta(seconds=self._settings.callback_retry_seconds)
             await self._in_db(
                 self._polls.release_for_retry, row["id"], worker=self.worker_id, at=retry_at
             )

@@ -16,7 +16,7 @@ from pydantic import TypeAdapter
 from sqlalchemy import exc
 from sqlalchemy.engine import Connection
 
-from ._apscheduler import first_fire_time, next_fire_time
+from ._apscheduler import first_fire_time, latest_due_tick, next_fire_time
 from .database import Database
 from .exceptions import JobConflictError, JobNotFoundError
 from .models import JobRunState, Trigger
@@ -209,8 +209,12 @@ class JobStore:
         with self._db.transaction() as connection:
             for row in connection.execute(due).all():
                 job = dict(row._mapping)
-                scheduled_at: datetime = job["next_run_at"]
                 trigger = TRIGGER_ADAPTER.validate_python(job["trigger"])
+                scheduled_at: datetime = job["next_run_at"]
+                if job["coalesce"]:
+                    scheduled_at = latest_due_tick(
+                        trigger, default_zone=self._zone, scheduled=scheduled_at, now=now
+                    )
                 following = next_fire_time(
                     trigger,
                     default_zone=self._zone,

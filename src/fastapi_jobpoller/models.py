@@ -5,7 +5,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = [
     "CronTrigger",
@@ -115,6 +115,10 @@ class PollInfo(BaseModel):
         return self.state.is_terminal
 
 
+# Shortest interval period: APScheduler rounds anything under a microsecond to a second.
+_MIN_PERIOD_SECONDS = 0.001
+
+
 def _finite(value: float | None) -> None:
     if value is not None and not math.isfinite(value):
         raise ValueError("must be a finite number")
@@ -123,8 +127,19 @@ def _finite(value: float | None) -> None:
 class _TriggerBase(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    timezone: str | None = Field(default=None, description="IANA zone, e.g. Europe/Paris.")
+    timezone: str | None = Field(
+        default=None, min_length=1, max_length=64, description="IANA zone, e.g. Europe/Paris."
+    )
     jitter: float | None = Field(default=None, ge=0, le=3600)
+
+    @field_validator("timezone")
+    @classmethod
+    def _portable_zone(cls, value: str | None) -> str | None:
+        # "localtime" names whatever zone each host is set to: processes on two hosts
+        # would compute different ticks for one job.
+        if value is not None and value.lower() == "localtime":
+            raise ValueError("name an IANA zone such as 'Europe/Paris', not 'localtime'")
+        return value
 
 
 class IntervalTrigger(_TriggerBase):
@@ -143,8 +158,10 @@ class IntervalTrigger(_TriggerBase):
     def _positive_period(self) -> "IntervalTrigger":
         for value in (self.weeks, self.days, self.hours, self.minutes, self.seconds):
             _finite(value)
-        if self.period_seconds <= 0:
-            raise ValueError("an interval trigger needs a period above zero")
+        if self.period_seconds < _MIN_PERIOD_SECONDS:
+            raise ValueError(
+                f"an interval trigger needs a period of {_MIN_PERIOD_SECONDS} s or more"
+            )
         if self.period_seconds > 366 * 86_400 * 100:
             raise ValueError("an interval trigger's period is out of range")
         return self
@@ -208,6 +225,12 @@ class DateTrigger(_TriggerBase):
 
     type: Literal["date"] = "date"
     run_date: datetime | None = None
+
+    @model_validator(mode="after")
+    def _no_jitter(self) -> "DateTrigger":
+        if self.jitter:
+            raise ValueError("a date trigger fires at its run_date; jitter does not apply")
+        return self
 
 
 Trigger = Annotated[IntervalTrigger | CronTrigger | DateTrigger, Field(discriminator="type")]

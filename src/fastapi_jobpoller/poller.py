@@ -59,9 +59,11 @@ _POLL_OPTIONS_ADAPTER: TypeAdapter[PollOptions] = TypeAdapter(PollOptions)
 
 
 def _check_id(kind: str, value: str) -> str:
-    if not value or len(value) > _MAX_ID_LENGTH or value.strip() != value:
+    # PostgreSQL cannot store a NUL character in a text column.
+    if not value or len(value) > _MAX_ID_LENGTH or value.strip() != value or "\x00" in value:
         raise InvalidArgumentsError(
-            f"a {kind} id must be 1 to {_MAX_ID_LENGTH} characters without surrounding spaces"
+            f"a {kind} id must be 1 to {_MAX_ID_LENGTH} characters without surrounding "
+            "spaces or NUL characters"
         )
     return value
 
@@ -210,7 +212,7 @@ class JobPoller:
             if self.settings.create_tables:
                 await anyio.to_thread.run_sync(database.create_schema)
             else:
-                await anyio.to_thread.run_sync(database.ping)
+                await anyio.to_thread.run_sync(database.check_schema)
         except BaseException:
             database.dispose()
             raise

@@ -46,9 +46,11 @@ class RegisteredFunction:
         try:
             model = self.arguments_model.model_validate(dict(arguments or {}))
             dumped: dict[str, Any] = model.model_dump(mode="json")
-            json.dumps(dumped)
-            # What is stored must bind back at attempt time: pydantic writes NaN and
-            # infinities as null, which a `float` parameter then refuses forever.
+            # NaN and infinities are not JSON: PostgreSQL and MySQL refuse them. Nor can
+            # any database store a lone surrogate ("\ud800") as UTF-8.
+            json.dumps(dumped, allow_nan=False, ensure_ascii=False).encode()
+            # What is stored must bind back at attempt time (a one-way serialiser may write
+            # a form its type refuses), or every attempt of the poll would fail.
             self.arguments_model.model_validate(dumped)
         except ValidationError as exc:
             errors: list[dict[str, object]] = []
@@ -76,7 +78,7 @@ class RegisteredFunction:
 def _arguments_model(name: str, func: Callable[..., Any]) -> type[BaseModel]:
     signature = inspect.signature(func)
     try:
-        hints = typing.get_type_hints(func)
+        hints = typing.get_type_hints(func, include_extras=True)
     except Exception as exc:  # unresolved forward reference, etc.
         raise ConfigurationError(f"cannot read the type hints of {name!r}: {exc}") from exc
     fields: dict[str, Any] = {}

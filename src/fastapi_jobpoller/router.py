@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.params import Depends as DependsParam
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
 from .api_models import ErrorResponse, FunctionsResponse, JobCreate, JobUpdate, Page, PollCreate
@@ -51,6 +52,8 @@ _STATUS_BY_ERROR: tuple[tuple[type[JobPollerError], int], ...] = (
     (DatabaseUnavailableError, status.HTTP_503_SERVICE_UNAVAILABLE),
     (NotRunningError, status.HTTP_503_SERVICE_UNAVAILABLE),
 )
+# Ids and names never hold a NUL character (PostgreSQL cannot store one in text).
+_NO_NUL = r"^[^\x00]*$"
 # Seconds a client should wait before retrying after a 503.
 _RETRY_AFTER_SECONDS = "5"
 
@@ -95,8 +98,26 @@ class _ErrorMappingRoute(APIRoute):
             except JobPollerError as exc:
                 details: list[dict[str, Any]] | None = getattr(exc, "errors", None) or None
                 return _error_response(_status_of(exc), exc.code, str(exc), details)
+            except HTTPException as exc:
+                # FastAPI answers a body that is not even text (bad UTF-8) or nests too
+                # deep for the JSON parser with a bare, undeclared 400; answer it like any
+                # other undecodable JSON body. The host's own HTTPExceptions pass through.
+                if not _is_body_parse_error(exc):
+                    raise
+                errors = [{"loc": ["body"], "msg": "JSON decode error", "type": "json_invalid"}]
+                return _error_response(
+                    422, "validation_error", "body: the request body is not valid JSON", errors
+                )
 
         return handle
+
+
+def _is_body_parse_error(exc: HTTPException) -> bool:
+    return (
+        exc.status_code == status.HTTP_400_BAD_REQUEST
+        and exc.detail == "There was an error parsing the body"
+        and isinstance(exc.__cause__, ValueError | RecursionError)
+    )
 
 
 def _responses(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -152,8 +173,8 @@ def get_jobs_router(
         Query(ge=1, le=settings.max_page_size, description="Items per page."),
     ]
     Offset = Annotated[int, Query(ge=0, le=10_000_000, description="Items to skip.")]
-    PollId = Annotated[str, Path(min_length=1, max_length=191)]
-    JobId = Annotated[str, Path(min_length=1, max_length=191)]
+    PollId = Annotated[str, Path(min_length=1, max_length=191, pattern=_NO_NUL)]
+    JobId = Annotated[str, Path(min_length=1, max_length=191, pattern=_NO_NUL)]
     default_limit = min(100, settings.max_page_size)
 
     @router.get(
@@ -193,7 +214,7 @@ def get_jobs_router(
     )
     async def list_polls(
         state: Annotated[list[PollState] | None, Query()] = None,
-        function: Annotated[str | None, Query(max_length=191)] = None,
+        function: Annotated[str | None, Query(max_length=191, pattern=_NO_NUL)] = None,
         limit: Limit = default_limit,
         offset: Offset = 0,
     ) -> dict[str, Any]:
@@ -273,7 +294,7 @@ def get_jobs_router(
         summary="List scheduled jobs by id",
     )
     async def list_jobs(
-        function: Annotated[str | None, Query(max_length=191)] = None,
+        function: Annotated[str | None, Query(max_length=191, pattern=_NO_NUL)] = None,
         limit: Limit = default_limit,
         offset: Offset = 0,
     ) -> dict[str, Any]:

@@ -11,7 +11,11 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Dialect
 
-__all__ = ["Tables", "UTCDateTime"]
+__all__ = ["SCHEMA_VERSION", "Tables", "UTCDateTime"]
+
+# Bumped with every change to the tables below; a database at another version is refused
+# at start rather than misread.
+SCHEMA_VERSION = 1
 
 # 191 characters of utf8mb4 is the longest VARCHAR that MySQL/MariaDB can index with the
 # default 767-byte key prefix, so ids and names fit every supported database.
@@ -48,25 +52,37 @@ def _json() -> sa.JSON:
     return sa.JSON(none_as_null=True)
 
 
+def _key() -> sa.types.TypeEngine[str]:
+    """An id or name column: compared byte for byte on every database.
+
+    MySQL's and MariaDB's default collations ignore case and accents, so there `abc`,
+    `ABC` and `àbc` would be one poll id, and a lookup could return another id's row.
+    """
+    return sa.String(ID_LENGTH).with_variant(
+        mysql.VARCHAR(ID_LENGTH, charset="utf8mb4", collation="utf8mb4_bin"), "mysql", "mariadb"
+    )
+
+
 class Tables:
-    """The three tables, named with a configurable prefix."""
+    """The library's tables, named with a configurable prefix."""
 
     def __init__(self, prefix: str) -> None:
         self.metadata = sa.MetaData()
         self.polls = sa.Table(
             f"{prefix}polls",
             self.metadata,
-            sa.Column("id", sa.String(ID_LENGTH), primary_key=True),
-            sa.Column("function", sa.String(ID_LENGTH), nullable=False),
+            sa.Column("id", _key(), primary_key=True),
+            sa.Column("function", _key(), nullable=False),
             sa.Column("arguments", _json(), nullable=False),
             sa.Column("state", sa.String(16), nullable=False),
             sa.Column("attempts", sa.Integer, nullable=False),
             sa.Column("consecutive_errors", sa.Integer, nullable=False),
-            sa.Column("interval", sa.Float, nullable=False),
-            sa.Column("backoff_factor", sa.Float, nullable=False),
-            sa.Column("max_interval", sa.Float, nullable=True),
-            sa.Column("jitter", sa.Float, nullable=False),
-            sa.Column("timeout", sa.Float, nullable=True),
+            # Double, not Float: MySQL's FLOAT keeps ~7 digits (123456.789 -> 123457).
+            sa.Column("interval", sa.Double, nullable=False),
+            sa.Column("backoff_factor", sa.Double, nullable=False),
+            sa.Column("max_interval", sa.Double, nullable=True),
+            sa.Column("jitter", sa.Double, nullable=False),
+            sa.Column("timeout", sa.Double, nullable=True),
             sa.Column("max_attempts", sa.Integer, nullable=True),
             sa.Column("max_errors", sa.Integer, nullable=False),
             sa.Column("callbacks", _json(), nullable=False),
@@ -82,21 +98,21 @@ class Tables:
             sa.Column("progress", _json(), nullable=True),
             sa.Column("result", _json(), nullable=True),
             sa.Column("error", sa.Text, nullable=True),
-            sa.Column("lease_owner", sa.String(ID_LENGTH), nullable=True, index=True),
+            sa.Column("lease_owner", _key(), nullable=True, index=True),
             sa.Column("lease_expires_at", UTCDateTime, nullable=True),
             sa.Index(f"ix_{prefix}polls_state_function", "state", "function"),
         )
         self.jobs = sa.Table(
             f"{prefix}jobs",
             self.metadata,
-            sa.Column("id", sa.String(ID_LENGTH), primary_key=True),
-            sa.Column("function", sa.String(ID_LENGTH), nullable=False),
+            sa.Column("id", _key(), primary_key=True),
+            sa.Column("function", _key(), nullable=False),
             sa.Column("arguments", _json(), nullable=False),
             sa.Column("trigger", _json(), nullable=False),
             # NULL while paused or once the trigger has no more ticks.
             sa.Column("next_run_at", UTCDateTime, nullable=True, index=True),
             sa.Column("paused", sa.Boolean, nullable=False),
-            sa.Column("misfire_grace_time", sa.Float, nullable=False),
+            sa.Column("misfire_grace_time", sa.Double, nullable=False),
             sa.Column("coalesce", sa.Boolean, nullable=False),
             sa.Column("max_instances", sa.Integer, nullable=False),
             sa.Column("created_at", UTCDateTime, nullable=False),
@@ -106,20 +122,47 @@ class Tables:
             f"{prefix}job_runs",
             self.metadata,
             sa.Column("id", sa.String(36), primary_key=True),
-            sa.Column("job_id", sa.String(ID_LENGTH), nullable=False),
-            sa.Column("function", sa.String(ID_LENGTH), nullable=False),
+            sa.Column("job_id", _key(), nullable=False),
+            sa.Column("function", _key(), nullable=False),
             sa.Column("arguments", _json(), nullable=False),
             sa.Column("scheduled_at", UTCDateTime, nullable=False),
             sa.Column("state", sa.String(16), nullable=False),
             sa.Column("attempt", sa.Integer, nullable=False),
             # Same role as polls.next_poll_at: queued runs and expired leases come due.
             sa.Column("due_at", UTCDateTime, nullable=True, index=True),
-            sa.Column("worker", sa.String(ID_LENGTH), nullable=True),
+            sa.Column("worker", _key(), nullable=True),
             sa.Column("started_at", UTCDateTime, nullable=True),
             sa.Column("finished_at", UTCDateTime, nullable=True),
             sa.Column("result", _json(), nullable=True),
             sa.Column("error", sa.Text, nullable=True),
+            sa.Column("traceback", sa.Text, nullable=True),
             # One run per tick of a job, whichever process claims it.
             sa.UniqueConstraint("job_id", "scheduled_at", name=f"uq_{prefix}job_runs_tick"),
             sa.Index(f"ix_{prefix}job_runs_job_state", "job_id", "state"),
+            sa.Index(f"ix_{prefix}job_runs_finished", "finished_at"),
+        )
+        # The story of a poll: every attempt, or only those that ended it or raised
+        # (the `attempt_history` setting).
+        self.poll_attempts = sa.Table(
+            f"{prefix}poll_attempts",
+            self.metadata,
+            sa.Column("id", sa.String(36), primary_key=True),
+            sa.Column("poll_id", _key(), nullable=False),
+            sa.Column("function", _key(), nullable=False),
+            sa.Column("attempt", sa.Integer, nullable=False),
+            sa.Column("worker", _key(), nullable=True),
+            sa.Column("started_at", UTCDateTime, nullable=False),
+            sa.Column("finished_at", UTCDateTime, nullable=False),
+            sa.Column("outcome", sa.String(16), nullable=False),
+            sa.Column("progress", _json(), nullable=True),
+            sa.Column("error", sa.Text, nullable=True),
+            sa.Column("traceback", sa.Text, nullable=True),
+            sa.Index(f"ix_{prefix}poll_attempts_poll", "poll_id", "attempt"),
+            sa.Index(f"ix_{prefix}poll_attempts_finished", "finished_at"),
+        )
+        # One row: the schema version these tables were created with.
+        self.schema_version = sa.Table(
+            f"{prefix}schema_version",
+            self.metadata,
+            sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
         )
