@@ -1,6 +1,8 @@
 """Persisted background polling and scheduled jobs for FastAPI apps."""
 
 from .config import JobPollerSettings as JobPollerSettings
+from .events import Event as Event
+from .events import EventType as EventType
 from .exceptions import ConfigurationError as ConfigurationError
 from .exceptions import ConflictError as ConflictError
 from .exceptions import DatabaseUnavailableError as DatabaseUnavailableError
@@ -23,6 +25,7 @@ from .models import IntervalTrigger as IntervalTrigger
 from .models import JobInfo as JobInfo
 from .models import JobRunInfo as JobRunInfo
 from .models import JobRunState as JobRunState
+from .models import PollAttemptInfo as PollAttemptInfo
 from .models import PollInfo as PollInfo
 from .models import PollOptions as PollOptions
 from .models import PollState as PollState
@@ -41,6 +44,8 @@ __all__ = [
     "DatabaseUnavailableError",
     "DateTrigger",
     "Done",
+    "Event",
+    "EventType",
     "Failed",
     "FunctionNotFoundError",
     "Health",
@@ -59,6 +64,7 @@ __all__ = [
     "NotRunningError",
     "PayloadTooLargeError",
     "Pending",
+    "PollAttemptInfo",
     "PollConflictError",
     "PollInfo",
     "PollNotFoundError",

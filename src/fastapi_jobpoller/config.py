@@ -4,6 +4,8 @@ Settings are read when a `JobPollerSettings` object is created, never at import 
 a test or an app factory can set the environment first.
 """
 
+from typing import Literal
+
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -115,6 +117,15 @@ class JobPollerSettings(BaseSettings):
             "raised (all of that poll's callbacks run again: delivery is at least once)."
         ),
     )
+    callback_max_attempts: int = Field(
+        default=20,
+        ge=1,
+        le=1000,
+        description=(
+            "Deliveries of a poll's callbacks before giving up; the pause between them "
+            "doubles from callback_retry_seconds up to an hour."
+        ),
+    )
     unknown_function_retry_seconds: float = Field(
         default=60.0,
         gt=0.0,
@@ -124,6 +135,38 @@ class JobPollerSettings(BaseSettings):
             "is looked at again; it stays stored for a process (e.g. a newer deploy) that "
             "registers it."
         ),
+    )
+    attempt_history: Literal["all", "transitions", "none"] = Field(
+        default="transitions",
+        description=(
+            "Which poll attempts are recorded in the attempts table: all of them, or "
+            "only those that raised, changed the progress or ended the poll."
+        ),
+    )
+    history_max_age_seconds: float | None = Field(
+        default=7 * 86_400.0,
+        gt=0,
+        description="Job runs and poll attempts older than this are pruned; unset: kept.",
+    )
+    history_max_runs_per_job: int | None = Field(
+        default=1000, ge=1, description="Newest runs kept per job; unset: no limit."
+    )
+    history_max_attempts_per_poll: int | None = Field(
+        default=1000, ge=1, description="Newest recorded attempts kept per poll."
+    )
+    finished_poll_max_age_seconds: float | None = Field(
+        default=30 * 86_400.0,
+        gt=0,
+        description="Ended polls (callbacks delivered) older than this are deleted.",
+    )
+    prune_interval_seconds: float = Field(
+        default=300.0, gt=0, le=86_400, description="Seconds between pruning passes."
+    )
+    database_pool_size: int = Field(
+        default=5,
+        ge=1,
+        le=200,
+        description="Connections kept open to a server database, per process.",
     )
     max_arguments_bytes: int = Field(
         default=65_536,

@@ -1,64 +1,45 @@
-"""The engine: claim due work in batches under leases, run it, write outcomes back.
+"""The engine loop: claim due work in batches under leases, start it, write it back.
 
-One asyncio task loops: claim due polls, queued or orphaned job runs and due job ticks;
-start each as a task; sleep until the next row is due (or a local submit wakes it, or
-`idle_wait_seconds` pass, which bounds how late another process's submits are seen).
-Database calls run on a small dedicated thread pool, never on the event loop; `def`
-functions run on a thread (or process) pool, `async def` ones are awaited.
+One task loops: claim due polls, queued or orphaned job runs and due job ticks; start
+each as a task (`PollRunner`, `JobRunner`); sleep until the next row is due, a local
+change wakes it, or `idle_wait_seconds` pass (which bounds how late another process's
+submits are seen). Other tasks renew the leases of work in flight, write pending poll
+outcomes back in batches, and prune old history. Database calls run on a small daemon
+thread pool, never on the event loop.
 """
 
 import asyncio
-import functools
-import json
 import logging
-import multiprocessing
 import random
 import time
-from collections.abc import Callable
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from collections.abc import Coroutine
+from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import exc as sa_exc
 
+from .calls import FunctionCaller
 from .config import JobPollerSettings
-from .exceptions import DatabaseUnavailableError, FunctionNotFoundError
+from .events import EventBus
+from .exceptions import DatabaseUnavailableError
+from .history import HistoryStore, Retention
+from .job_runner import JobRunner
 from .job_store import JobStore
-from .models import JobRunState, PollInfo, PollState
-from .outcomes import Done, Failed, Pending
+from .models import JobRunState
+from .poll_runner import PollRunner, utcnow
 from .poll_store import PollStore
-from .registry import RegisteredFunction, Registry
-from .transitions import AttemptError, Transition, after_attempt, backoff_delay, timed_out
+from .registry import Registry
+from .threads import DaemonThreadPool, run_in
 
 __all__ = ["Dispatcher", "utcnow"]
 
 logger = logging.getLogger(__name__)
-T = TypeVar("T")
 
 # Threads for database calls: one claims while another writes outcomes back.
 _DATABASE_THREADS = 2
 # Longest pause between tries while the database is unreachable.
 _MAX_OUTAGE_BACKOFF_SECONDS = 5.0
-
-
-def utcnow() -> datetime:
-    """Return the current time, aware, in UTC."""
-    return datetime.now(UTC)
-
-
-def _describe(error: BaseException) -> str:
-    text = str(error)
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
-
-
-def _json_ready(value: Any) -> bool:
-    try:
-        # Storable everywhere: no NaN or infinities (PostgreSQL and MySQL refuse them),
-        # no lone surrogates (not UTF-8, so no response could carry them either).
-        json.dumps(value, allow_nan=False, ensure_ascii=False).encode()
-    except (TypeError, ValueError):
-        return False
-    return True
+_DATABASE_ERRORS = (DatabaseUnavailableError, sa_exc.SQLAlchemyError)
 
 
 class Dispatcher:
@@ -69,21 +50,24 @@ class Dispatcher:
         *,
         settings: JobPollerSettings,
         registry: Registry,
+        events: EventBus,
         polls: PollStore,
         jobs: JobStore,
+        history: HistoryStore,
         worker_id: str,
     ) -> None:
         self._settings = settings
         self._registry = registry
+        self._events = events
         self._polls = polls
         self._jobs = jobs
+        self._history = history
         self.worker_id = worker_id
-        self._rng = random.Random()
-        self._in_flight: set[asyncio.Task[None]] = set()
+        # Each task in flight, with the poll or job run whose lease it needs kept alive.
+        self._in_flight: dict[asyncio.Task[None], tuple[str, str]] = {}
         self._pending_writes: list[dict[str, Any]] = []
-        self._semaphores: dict[str, asyncio.Semaphore] = {}
+        self._pending_history: list[dict[str, Any]] = []
         self._tasks: list[asyncio.Task[None]] = []
-        self._process_pool: ProcessPoolExecutor | None = None
         self.last_cycle_monotonic = 0.0
         self.database_ok = True
 
@@ -91,9 +75,25 @@ class Dispatcher:
 
     def start(self) -> None:
         """Start the loops on the running event loop."""
-        self._db_pool = ThreadPoolExecutor(_DATABASE_THREADS, thread_name_prefix="jobpoller-db")
-        self._thread_pool = ThreadPoolExecutor(
-            self._settings.thread_pool_size, thread_name_prefix="jobpoller-worker"
+        self._database_pool = DaemonThreadPool(_DATABASE_THREADS, name="jobpoller-db")
+        self._caller = FunctionCaller(self._settings)
+        self._poll_runner = PollRunner(
+            settings=self._settings,
+            registry=self._registry,
+            caller=self._caller,
+            events=self._events,
+            store=self._polls,
+            database_pool=self._database_pool,
+            worker_id=self.worker_id,
+            queue_pending=self._queue_pending,
+        )
+        self._job_runner = JobRunner(
+            registry=self._registry,
+            caller=self._caller,
+            events=self._events,
+            store=self._jobs,
+            database_pool=self._database_pool,
+            worker_id=self.worker_id,
         )
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
@@ -104,6 +104,7 @@ class Dispatcher:
             asyncio.create_task(self._dispatch_loop(), name="jobpoller-dispatch"),
             asyncio.create_task(self._renew_loop(), name="jobpoller-renew"),
             asyncio.create_task(self._write_loop(), name="jobpoller-write"),
+            asyncio.create_task(self._prune_loop(), name="jobpoller-prune"),
         ]
 
     @property
@@ -130,10 +131,11 @@ class Dispatcher:
             return
         self._stopping.set()
         self._wake.set()
-        dispatch, renew, write = self._tasks
+        self._room.set()
+        dispatch, *helpers = self._tasks
         await asyncio.gather(dispatch, return_exceptions=True)
         if self._in_flight:
-            _, unfinished = await asyncio.wait(set(self._in_flight), timeout=grace)
+            _, unfinished = await asyncio.wait(list(self._in_flight), timeout=grace)
             for task in unfinished:
                 task.cancel()
             if unfinished:
@@ -143,33 +145,28 @@ class Dispatcher:
                     extra={"event": "shutdown_abandoned", "count": len(unfinished)},
                 )
                 await asyncio.wait(unfinished, timeout=1.0)
-        renew.cancel()
-        write.cancel()
-        await asyncio.gather(renew, write, return_exceptions=True)
+        for task in helpers:
+            task.cancel()
+        await asyncio.gather(*helpers, return_exceptions=True)
         try:
             await self._flush_writes()
-            now = utcnow()
-            await self._in_db(self._polls.release_leases, worker=self.worker_id, now=now)
-            await self._in_db(self._jobs.release_leases, worker=self.worker_id, now=now)
-        except (DatabaseUnavailableError, sa_exc.SQLAlchemyError) as error:
+            await run_in(self._database_pool, self._release_leases)
+        except _DATABASE_ERRORS as error:
             logger.warning(
                 "could not hand leases back at shutdown; they expire by themselves: %s",
                 error,
                 extra={"event": "shutdown_release_failed"},
             )
-        self._thread_pool.shutdown(wait=False, cancel_futures=True)
-        if self._process_pool is not None:
-            self._process_pool.shutdown(wait=False, cancel_futures=True)
-        self._db_pool.shutdown(wait=True)
+        self._caller.shutdown()
+        self._database_pool.shutdown(wait=False)
         self._tasks = []
 
-    # -- loops -----------------------------------------------------------------------
+    def _release_leases(self) -> None:
+        now = utcnow()
+        self._polls.release_leases(worker=self.worker_id, now=now)
+        self._jobs.release_leases(worker=self.worker_id, now=now)
 
-    async def _in_db(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._db_pool, functools.partial(function, *args, **kwargs)
-        )
+    # -- the loop --------------------------------------------------------------------
 
     async def _sleep(self, seconds: float) -> None:
         """Sleep up to `seconds`, or less if woken."""
@@ -184,39 +181,55 @@ class Dispatcher:
         while not self._stopping.is_set():
             try:
                 busy = await self._dispatch_once()
-                self.database_ok = True
+                self._database_back()
                 outage_backoff = 0.1
                 self.last_cycle_monotonic = time.monotonic()
                 if busy:
                     await asyncio.sleep(0)
                     continue
-                now = utcnow()
-                next_due = min(
-                    (d for d in await self._in_db(self._next_due) if d is not None), default=None
-                )
+                next_due = await run_in(self._database_pool, self._next_due)
                 idle = self._settings.idle_wait_seconds
-                delay = idle if next_due is None else (next_due - now).total_seconds()
+                delay = idle if next_due is None else (next_due - utcnow()).total_seconds()
                 await self._sleep(min(idle, delay))
-            except (DatabaseUnavailableError, sa_exc.SQLAlchemyError) as error:
-                if self.database_ok:
-                    logger.error(
-                        "database unavailable; the engine keeps retrying: %s",
-                        error,
-                        extra={"event": "database_unavailable"},
-                    )
-                self.database_ok = False
+            except DatabaseUnavailableError as error:
+                self._database_down(error)
+                await self._sleep(outage_backoff)
+                outage_backoff = min(outage_backoff * 2, _MAX_OUTAGE_BACKOFF_SECONDS)
+            except sa_exc.SQLAlchemyError:
+                # The database answered but refused a statement: not an outage.
+                logger.exception(
+                    "a statement of the dispatch cycle failed; retrying",
+                    extra={"event": "database_error"},
+                )
                 self.last_cycle_monotonic = time.monotonic()
                 await self._sleep(outage_backoff)
                 outage_backoff = min(outage_backoff * 2, _MAX_OUTAGE_BACKOFF_SECONDS)
             except Exception:  # a bug of ours must not stop the engine for good
                 logger.exception("dispatch cycle failed", extra={"event": "dispatch_error"})
+                self.last_cycle_monotonic = time.monotonic()
                 await self._sleep(1.0)
 
-    def _next_due(self) -> tuple[datetime | None, datetime | None]:
-        return self._polls.next_due(), self._jobs.next_due()
+    def _database_down(self, error: BaseException) -> None:
+        if self.database_ok:
+            logger.error(
+                "database unavailable; the engine keeps retrying: %s",
+                error,
+                extra={"event": "database_unavailable"},
+            )
+        self.database_ok = False
+        self.last_cycle_monotonic = time.monotonic()
+
+    def _database_back(self) -> None:
+        if not self.database_ok:
+            logger.warning("database reachable again", extra={"event": "database_available"})
+        self.database_ok = True
+
+    def _next_due(self) -> datetime | None:
+        due = [d for d in (self._polls.next_due(), self._jobs.next_due()) if d is not None]
+        return min(due, default=None)
 
     async def _dispatch_once(self) -> bool:
-        """Claim and start what is due; return whether a claim came back full."""
+        """Claim and start what is due; return whether there may be more right now."""
         room = self._settings.async_concurrency - len(self._in_flight)
         if room <= 0:
             self._room.clear()
@@ -225,7 +238,8 @@ class Dispatcher:
         now = utcnow()
         lease_until = now + timedelta(seconds=self._settings.lease_seconds)
         limit = min(self._settings.claim_batch_size, room)
-        claim = await self._in_db(
+        claim = await run_in(
+            self._database_pool,
             self._polls.claim,
             worker=self.worker_id,
             now=now,
@@ -233,15 +247,15 @@ class Dispatcher:
             limit=limit,
         )
         for row in claim.attempts:
-            self._spawn(self._attempt(row))
+            self._spawn(self._poll_runner.attempt(row), "poll", row["id"])
         for row in claim.expired:
-            self._spawn(self._expire(row))
+            self._spawn(self._poll_runner.expire(row), "poll", row["id"])
         for row in claim.callbacks:
-            self._spawn(self._deliver_callbacks(row))
+            self._spawn(self._poll_runner.deliver_callbacks(row), "poll", row["id"])
         room -= len(claim)
-        runs: list[dict[str, Any]] = []
         if room > 0:
-            runs = await self._in_db(
+            runs = await run_in(
+                self._database_pool,
                 self._jobs.claim_runs,
                 worker=self.worker_id,
                 now=now,
@@ -250,31 +264,37 @@ class Dispatcher:
             )
             room -= len(runs)
             if room > 0:
-                runs += await self._in_db(
+                runs += await run_in(
+                    self._database_pool,
                     self._jobs.claim_ticks,
                     worker=self.worker_id,
                     now=now,
                     lease_until=lease_until,
                     limit=min(room, self._settings.claim_batch_size),
                 )
-        for run in runs:
-            self._spawn(self._run_job(run))
+            for run in runs:
+                if run["state"] == JobRunState.RUNNING.value:
+                    self._spawn(self._job_runner.run(run), "run", run["id"])
+                else:
+                    self._job_runner.report_unrun(run)
         return len(claim) >= limit or room <= 0
 
-    def _spawn(self, coroutine: Any) -> None:
-        task: asyncio.Task[None] = asyncio.create_task(coroutine)
-        self._in_flight.add(task)
+    def _spawn(self, coroutine: Coroutine[Any, Any, None], kind: str, row_id: str) -> None:
+        task = asyncio.create_task(coroutine)
+        self._in_flight[task] = (kind, row_id)
         task.add_done_callback(self._finished)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
-        self._in_flight.discard(task)
+        self._in_flight.pop(task, None)
         self._room.set()
         if not task.cancelled() and task.exception() is not None:
             logger.error(
-                "engine task failed",
+                "engine task failed; its lease expires and the work runs again",
                 exc_info=task.exception(),
                 extra={"event": "engine_task_error"},
             )
+
+    # -- helpers running beside the loop ---------------------------------------------
 
     async def _renew_loop(self) -> None:
         period = self._settings.lease_seconds / 3
@@ -283,17 +303,36 @@ class Dispatcher:
             if not self._in_flight:
                 continue
             lease_until = utcnow() + timedelta(seconds=self._settings.lease_seconds)
+            working = list(self._in_flight.values())
+            polls = [row_id for kind, row_id in working if kind == "poll"]
+            runs = [row_id for kind, row_id in working if kind == "run"]
             try:
-                await self._in_db(
-                    self._polls.renew_leases, worker=self.worker_id, lease_until=lease_until
-                )
-                await self._in_db(
-                    self._jobs.renew_leases, worker=self.worker_id, lease_until=lease_until
-                )
-            except (DatabaseUnavailableError, sa_exc.SQLAlchemyError) as error:
+                if polls:
+                    await run_in(
+                        self._database_pool,
+                        self._polls.renew_leases,
+                        polls,
+                        worker=self.worker_id,
+                        lease_until=lease_until,
+                    )
+                if runs:
+                    await run_in(
+                        self._database_pool,
+                        self._jobs.renew_leases,
+                        runs,
+                        worker=self.worker_id,
+                        lease_until=lease_until,
+                    )
+            except _DATABASE_ERRORS as error:
                 logger.warning(
                     "could not renew leases: %s", error, extra={"event": "lease_renew_failed"}
                 )
+
+    def _queue_pending(self, update: dict[str, Any], history: dict[str, Any] | None) -> None:
+        self._pending_writes.append(update)
+        if history is not None:
+            self._pending_history.append(history)
+        self._writes_waiting.set()
 
     async def _write_loop(self) -> None:
         while True:
@@ -301,7 +340,7 @@ class Dispatcher:
             self._writes_waiting.clear()
             try:
                 await self._flush_writes()
-            except (DatabaseUnavailableError, sa_exc.SQLAlchemyError) as error:
+            except _DATABASE_ERRORS as error:
                 logger.warning(
                     "could not write poll outcomes; retrying: %s",
                     error,
@@ -311,286 +350,46 @@ class Dispatcher:
                 self._writes_waiting.set()
 
     async def _flush_writes(self) -> None:
-        batch, self._pending_writes = self._pending_writes, []
-        if not batch:
+        updates, self._pending_writes = self._pending_writes, []
+        history, self._pending_history = self._pending_history, []
+        if not updates:
             return
         try:
-            await self._in_db(self._polls.write_pending, batch, worker=self.worker_id)
+            await run_in(
+                self._database_pool,
+                self._polls.write_pending,
+                updates,
+                worker=self.worker_id,
+                history=history,
+            )
         except BaseException:
-            self._pending_writes[:0] = batch
+            self._pending_writes[:0] = updates
+            self._pending_history[:0] = history
             raise
 
-    # -- polls -----------------------------------------------------------------------
-
-    async def _call(self, function: RegisteredFunction, arguments: dict[str, Any]) -> Any:
-        """Call a registered function its way, bounded by the attempt timeout."""
-        timeout = self._settings.attempt_timeout
-        semaphore = self._semaphore(function)
-        async with semaphore:
-            if function.is_async:
-                return await asyncio.wait_for(function.func(**arguments), timeout)
-            loop = asyncio.get_running_loop()
-            executor: Executor = self._thread_pool
-            if function.executor == "process":
-                executor = self._processes()
-            call = functools.partial(function.func, **arguments)
-            return await asyncio.wait_for(loop.run_in_executor(executor, call), timeout)
-
-    def _semaphore(self, function: RegisteredFunction) -> asyncio.Semaphore:
-        limit = function.max_concurrency or self._settings.async_concurrency
-        key = f"{function.kind}:{function.name}"
-        if key not in self._semaphores:
-            self._semaphores[key] = asyncio.Semaphore(limit)
-        return self._semaphores[key]
-
-    def _processes(self) -> ProcessPoolExecutor:
-        if self._process_pool is None:
-            self._process_pool = ProcessPoolExecutor(
-                self._settings.process_pool_size, mp_context=multiprocessing.get_context("spawn")
-            )
-        return self._process_pool
-
-    async def _attempt(self, row: dict[str, Any]) -> None:
-        poll_id, attempt = row["id"], row["attempts"]
-        try:
-            function = self._registry.get("poll", row["function"])
-        except FunctionNotFoundError:
-            await self._unknown_function(row)
-            return
-        started = time.monotonic()
-        outcome: Pending | Done | Failed | AttemptError
-        try:
-            value = await self._call(function, function.bind_arguments(row["arguments"]))
-        except TimeoutError:
-            outcome = AttemptError(f"attempt timed out after {self._settings.attempt_timeout:g} s")
-        except Exception as error:
-            outcome = AttemptError(_describe(error))
-        else:
-            outcome = _checked_outcome(value)
-        if isinstance(outcome, AttemptError):
-            logger.warning(
-                "poll %s attempt %d failed: %s",
-                poll_id,
-                attempt,
-                outcome.message,
-                extra={
-                    "event": "poll_attempt_error",
-                    "poll_id": poll_id,
-                    "function": row["function"],
-                    "attempt": attempt,
-                    "error": outcome.message,
-                },
-            )
-        now = utcnow()
-        transition = after_attempt(row, outcome, now, self._rng)
-        logger.debug(
-            "poll %s attempt %d: %s",
-            poll_id,
-            attempt,
-            transition.state.value,
-            extra={
-                "event": "poll_attempt",
-                "poll_id": poll_id,
-                "function": row["function"],
-                "attempt": attempt,
-                "outcome": transition.state.value,
-                "duration": time.monotonic() - started,
-            },
+    async def _prune_loop(self) -> None:
+        settings = self._settings
+        retention = Retention(
+            max_age_seconds=settings.history_max_age_seconds,
+            max_runs_per_job=settings.history_max_runs_per_job,
+            max_attempts_per_poll=settings.history_max_attempts_per_poll,
+            finished_poll_max_age_seconds=settings.finished_poll_max_age_seconds,
         )
-        await self._apply(row, transition, now)
-
-    async def _unknown_function(self, row: dict[str, Any]) -> None:
-        logger.error(
-            "poll %s names function %r, which is not registered in this process; "
-            "it stays stored and is retried later",
-            row["id"],
-            row["function"],
-            extra={
-                "event": "poll_function_unknown",
-                "poll_id": row["id"],
-                "function": row["function"],
-            },
-        )
-        now = utcnow()
-        delay = max(
-            backoff_delay(row, row["attempts"], self._rng),
-            self._settings.unknown_function_retry_seconds,
-        )
-        transition = Transition(
-            state=PollState.PENDING,
-            consecutive_errors=row["consecutive_errors"],
-            next_poll_at=now + timedelta(seconds=delay),
-            progress=row.get("progress"),
-            error=f"function {row['function']!r} is not registered in {self.worker_id}",
-        )
-        await self._apply(row, transition, now)
-
-    async def _expire(self, row: dict[str, Any]) -> None:
-        now = utcnow()
-        transition = timed_out(row, now)
-        if transition is not None:
-            await self._apply(row, transition, now)
-
-    async def _apply(self, row: dict[str, Any], transition: Transition, now: datetime) -> None:
-        if not transition.is_terminal:
-            self._pending_writes.append(
-                {
-                    "id": row["id"],
-                    "attempts": row["attempts"],
-                    "consecutive_errors": transition.consecutive_errors,
-                    "next_poll_at": transition.next_poll_at,
-                    "progress": transition.progress,
-                    "error": transition.error,
-                    "updated_at": now,
-                }
-            )
-            self._writes_waiting.set()
-            return
-        values = {
-            "state": transition.state.value,
-            "consecutive_errors": transition.consecutive_errors,
-            "progress": transition.progress,
-            "result": transition.result,
-            "error": transition.error,
-            "callbacks_pending": bool(row["callbacks"]),
-        }
-        lease_until = now + timedelta(seconds=self._settings.lease_seconds)
-        landed = await self._in_db(
-            self._polls.write_terminal,
-            row["id"],
-            worker=self.worker_id,
-            attempts=row["attempts"],
-            values=values,
-            now=now,
-            lease_until=lease_until,
-        )
-        if not landed:
-            logger.info(
-                "poll %s: outcome discarded, the poll was cancelled or its lease lost",
-                row["id"],
-                extra={"event": "poll_outcome_discarded", "poll_id": row["id"]},
-            )
-            return
-        logger.log(
-            logging.INFO if transition.state is PollState.SUCCEEDED else logging.WARNING,
-            "poll %s %s after %d attempts",
-            row["id"],
-            transition.state.value,
-            row["attempts"],
-            extra={
-                "event": f"poll_{transition.state.value}",
-                "poll_id": row["id"],
-                "function": row["function"],
-                "attempt": row["attempts"],
-                "outcome": transition.state.value,
-                "error": transition.error,
-            },
-        )
-        if row["callbacks"]:
-            row = {
-                **row,
-                **values,
-                "finished_at": now,
-                "updated_at": now,
-                "next_poll_at": lease_until,
-                "lease_expires_at": lease_until,
-            }
-            await self._deliver_callbacks(row)
-
-    async def _deliver_callbacks(self, row: dict[str, Any]) -> None:
-        """Run a terminal poll's callbacks; on any failure, all run again later."""
-        info = PollInfo.model_validate(row)
-        failed = False
-        for name in row["callbacks"]:
+        # Processes started together should not all prune at the same moment.
+        await asyncio.sleep(random.uniform(0.1, 1.0) * settings.prune_interval_seconds)
+        while True:
             try:
-                callback = self._registry.get("callback", name)
-                await self._run_callback(callback, info)
-            except Exception as error:
-                failed = True
-                logger.error(
-                    "callback %r for poll %s failed; all its callbacks run again in %g s: %s",
-                    name,
-                    info.id,
-                    self._settings.callback_retry_seconds,
-                    _describe(error),
-                    extra={
-                        "event": "poll_callback_failed",
-                        "poll_id": info.id,
-                        "function": name,
-                        "error": _describe(error),
-                    },
+                report = await run_in(
+                    self._database_pool, self._history.prune, retention, now=utcnow()
                 )
-                break
-        now = utcnow()
-        if failed:
-            retry_at = now + timedelta(seconds=self._settings.callback_retry_seconds)
-            await self._in_db(
-                self._polls.release_for_retry, row["id"], worker=self.worker_id, at=retry_at
-            )
-        else:
-            await self._in_db(
-                self._polls.finish_callbacks, row["id"], worker=self.worker_id, now=now
-            )
-
-    async def _run_callback(self, callback: RegisteredFunction, info: PollInfo) -> None:
-        timeout = self._settings.attempt_timeout
-        if callback.is_async:
-            await asyncio.wait_for(callback.func(info), timeout)
-        else:
-            loop = asyncio.get_running_loop()
-            await asyncio.wait_for(
-                loop.run_in_executor(self._thread_pool, callback.func, info), timeout
-            )
-
-    # -- job runs --------------------------------------------------------------------
-
-    async def _run_job(self, run: dict[str, Any]) -> None:
-        started = time.monotonic()
-        state, result, error = JobRunState.SUCCEEDED, None, None
-        try:
-            function = self._registry.get("job", run["function"])
-            value = await self._call(function, function.bind_arguments(run["arguments"]))
-            result = value if _json_ready(value) else repr(value)
-        except TimeoutError:
-            state, error = (
-                JobRunState.FAILED,
-                (f"run timed out after {self._settings.attempt_timeout:g} s"),
-            )
-        except Exception as exc:
-            state, error = JobRunState.FAILED, _describe(exc)
-        duration = time.monotonic() - started
-        extra = {
-            "event": f"job_run_{state.value}",
-            "job_id": run["job_id"],
-            "function": run["function"],
-            "scheduled_time": run["scheduled_at"].isoformat(),
-            "duration": duration,
-            "outcome": state.value,
-            "error": error,
-        }
-        if state is JobRunState.FAILED:
-            logger.error("job %s run failed: %s", run["job_id"], error, extra=extra)
-        else:
-            logger.debug("job %s ran in %.3f s", run["job_id"], duration, extra=extra)
-        await self._in_db(
-            self._jobs.finish_run,
-            run,
-            worker=self.worker_id,
-            state=state,
-            result=result,
-            error=error,
-            now=utcnow(),
-        )
-
-
-def _checked_outcome(value: object) -> Pending | Done | Failed | AttemptError:
-    if not isinstance(value, Pending | Done | Failed):
-        return AttemptError(
-            f"poll functions return Pending(), Done() or Failed(), not {type(value).__name__}"
-        )
-    payload = value.progress if isinstance(value, Pending) else value.result
-    if not _json_ready(payload):
-        return AttemptError(f"{type(value).__name__} holds a value that is not JSON")
-    if isinstance(value, Pending) and value.retry_after is not None and value.retry_after < 0:
-        return AttemptError("Pending.retry_after must not be negative")
-    return value
+                if report.job_runs or report.poll_attempts or report.polls:
+                    logger.debug(
+                        "pruned %d job runs, %d poll attempts, %d finished polls",
+                        report.job_runs,
+                        report.poll_attempts,
+                        report.polls,
+                        extra={"event": "history_pruned"},
+                    )
+            except _DATABASE_ERRORS as error:
+                logger.warning("pruning failed: %s", error, extra={"event": "prune_failed"})
+            await asyncio.sleep(settings.prune_interval_seconds)

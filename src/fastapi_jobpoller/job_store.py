@@ -7,7 +7,7 @@ share the database.
 """
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -191,10 +191,11 @@ class JobStore:
     def claim_ticks(
         self, *, worker: str, now: datetime, lease_until: datetime, limit: int
     ) -> list[dict[str, Any]]:
-        """Turn due ticks into run rows; return the runs this worker must execute now.
+        """Turn due ticks into run rows, leased to `worker`; return them all.
 
         Ticks later than their job's misfire grace time are recorded as missed, ticks
-        over the job's `max_instances` as skipped; neither is returned.
+        over the job's `max_instances` as skipped; only runs in state running are to be
+        executed.
         """
         jobs, runs = self._jobs, self._runs
         due = (
@@ -205,7 +206,7 @@ class JobStore:
         )
         if self._db.skip_locked:
             due = due.with_for_update(skip_locked=True)
-        to_execute: list[dict[str, Any]] = []
+        created: list[dict[str, Any]] = []
         with self._db.transaction() as connection:
             for row in connection.execute(due).all():
                 job = dict(row._mapping)
@@ -231,9 +232,9 @@ class JobStore:
                 run = _new_run(job, scheduled_at=scheduled_at, state=state, attempt=1)
                 if state is JobRunState.RUNNING:
                     run.update(worker=worker, due_at=lease_until, started_at=now)
-                    to_execute.append(run)
                 else:
-                    run.update(finished_at=now, error=_NOT_RUN_REASONS[state])
+                    run.update(worker=worker, finished_at=now, error=_NOT_RUN_REASONS[state])
+                created.append(run)
                 connection.execute(sa.insert(runs).values(**run))
                 if following is None and state is not JobRunState.RUNNING:
                     connection.execute(sa.delete(jobs).where(jobs.c.id == job["id"]))
@@ -243,7 +244,7 @@ class JobStore:
                         .where(jobs.c.id == job["id"])
                         .values(next_run_at=following, updated_at=now)
                     )
-        return to_execute
+        return created
 
     def _running(self, connection: Connection, job_id: str, now: datetime) -> int:
         runs = self._runs
@@ -303,6 +304,7 @@ class JobStore:
         result: Any,
         error: str | None,
         now: datetime,
+        traceback: str | None = None,
     ) -> bool:
         """Record how a run this worker holds ended; drop a job with no ticks left.
 
@@ -319,7 +321,14 @@ class JobStore:
                     runs.c.attempt == run["attempt"],
                     runs.c.state == JobRunState.RUNNING.value,
                 )
-                .values(state=state.value, result=result, error=error, finished_at=now, due_at=None)
+                .values(
+                    state=state.value,
+                    result=result,
+                    error=error,
+                    traceback=traceback,
+                    finished_at=now,
+                    due_at=None,
+                )
             )
             connection.execute(
                 sa.delete(jobs).where(
@@ -330,20 +339,27 @@ class JobStore:
             )
         return bool(written.rowcount)
 
-    def renew_leases(self, *, worker: str, lease_until: datetime) -> int:
-        """Extend the lease of every run this worker holds."""
+    def renew_leases(self, run_ids: Sequence[str], *, worker: str, lease_until: datetime) -> int:
+        """Extend this worker's leases on the runs it is executing."""
+        return self._set_leases(runs_ids_filter(self._runs, run_ids), worker, lease_until)
+
+    def release_leases(self, *, worker: str, now: datetime) -> int:
+        """Hand this worker's unfinished runs back at once (used at shutdown)."""
+        return self._set_leases(sa.true(), worker, now)
+
+    def _set_leases(self, condition: Any, worker: str, lease_until: datetime) -> int:
         runs = self._runs
         with self._db.transaction() as connection:
             result = connection.execute(
                 sa.update(runs)
-                .where(runs.c.worker == worker, runs.c.state == JobRunState.RUNNING.value)
+                .where(
+                    condition,
+                    runs.c.worker == worker,
+                    runs.c.state == JobRunState.RUNNING.value,
+                )
                 .values(due_at=lease_until)
             )
         return int(result.rowcount)
-
-    def release_leases(self, *, worker: str, now: datetime) -> int:
-        """Hand this worker's unfinished runs back at once (used at shutdown)."""
-        return self.renew_leases(worker=worker, lease_until=now)
 
     def next_due(self) -> datetime | None:
         """Return the earliest tick or run due, or None if nothing is scheduled."""
@@ -363,6 +379,11 @@ _NOT_RUN_REASONS = {
 }
 
 
+def runs_ids_filter(runs: sa.Table, run_ids: Sequence[str]) -> Any:
+    """Return `id IN (...)` for the given run ids (false for none)."""
+    return runs.c.id.in_(list(run_ids)) if run_ids else sa.false()
+
+
 def _new_run(
     job: Mapping[str, Any], *, scheduled_at: datetime, state: JobRunState, attempt: int
 ) -> dict[str, Any]:
@@ -380,4 +401,5 @@ def _new_run(
         "finished_at": None,
         "result": None,
         "error": None,
+        "traceback": None,
     }

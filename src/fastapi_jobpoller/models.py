@@ -15,6 +15,7 @@ __all__ = [
     "JobInfo",
     "JobRunInfo",
     "JobRunState",
+    "PollAttemptInfo",
     "PollInfo",
     "PollOptions",
     "PollState",
@@ -108,6 +109,7 @@ class PollInfo(BaseModel):
     lease_owner: str | None = None
     lease_expires_at: datetime | None = None
     callbacks_pending: bool = False
+    callback_attempts: int = 0
 
     @property
     def is_terminal(self) -> bool:
@@ -254,6 +256,24 @@ class JobInfo(BaseModel):
     updated_at: datetime
 
 
+class PollAttemptInfo(BaseModel):
+    """One recorded attempt of a poll (which ones are recorded: `attempt_history`)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    poll_id: str
+    function: str
+    attempt: int
+    worker: str | None
+    started_at: datetime
+    finished_at: datetime
+    outcome: str = Field(description="pending, error, succeeded, failed or timed_out.")
+    progress: Any = None
+    error: str | None = None
+    traceback: str | None = None
+
+
 class JobRunState(StrEnum):
     """The outcome of one tick of a scheduled job."""
 
@@ -281,6 +301,7 @@ class JobRunInfo(BaseModel):
     attempt: int
     result: Any = None
     error: str | None = None
+    traceback: str | None = None
     worker: str | None = None
 
 

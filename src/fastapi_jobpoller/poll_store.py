@@ -43,6 +43,7 @@ class PollStore:
     def __init__(self, database: Database) -> None:
         self._db = database
         self._table = database.tables.polls
+        self._attempts = database.tables.poll_attempts
 
     def insert(self, row: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
         """Insert a new poll, or return the existing one with that id.
@@ -95,6 +96,15 @@ class PollStore:
             rows = connection.execute(query.limit(limit).offset(offset)).all()
         return [dict(r._mapping) for r in rows]
 
+    def count_by_state(self) -> dict[str, int]:
+        """Return how many polls are in each state that has any."""
+        table = self._table
+        with self._db.transaction(read_only=True) as connection:
+            rows = connection.execute(
+                sa.select(table.c.state, sa.func.count()).group_by(table.c.state)
+            ).all()
+        return {state: int(count) for state, count in rows}
+
     def cancel(self, poll_id: str, now: datetime) -> dict[str, Any]:
         """Move a pending or running poll to cancelled; its callbacks then come due.
 
@@ -143,6 +153,8 @@ class PollStore:
             rows = [dict(r._mapping) for r in connection.execute(due)]
             if not rows:
                 return Claim([], [], [])
+            for row in rows:
+                row["due_at"] = row["next_poll_at"]
             attempts, expired, callbacks = [], [], []
             for row in rows:
                 if row["state"] not in _ACTIVE:
@@ -179,11 +191,18 @@ class PollStore:
             row.update(lease)
         return Claim(attempts, expired, callbacks)
 
-    def write_pending(self, updates: Sequence[Mapping[str, Any]], *, worker: str) -> None:
+    def write_pending(
+        self,
+        updates: Sequence[Mapping[str, Any]],
+        *,
+        worker: str,
+        history: Sequence[Mapping[str, Any]] = (),
+    ) -> None:
         """Write back attempts that leave their polls pending, in one batch.
 
-        Each update has `id`, `attempts` (the fencing token), `consecutive_errors`,
-        `next_poll_at`, `progress`, `error` and `updated_at`.
+        Each update has `id`, `attempts` (the fencing token), `new_attempts`,
+        `consecutive_errors`, `next_poll_at`, `progress`, `error` and `updated_at`;
+        `history` rows go to the attempts table in the same transaction.
         """
         if not updates:
             return
@@ -198,6 +217,7 @@ class PollStore:
             )
             .values(
                 state=PollState.PENDING.value,
+                attempts=sa.bindparam("b_new_attempts"),
                 consecutive_errors=sa.bindparam("b_errors"),
                 next_poll_at=sa.bindparam("b_next"),
                 progress=sa.bindparam("b_progress"),
@@ -211,6 +231,7 @@ class PollStore:
             {
                 "b_id": u["id"],
                 "b_attempts": u["attempts"],
+                "b_new_attempts": u["new_attempts"],
                 "b_worker": worker,
                 "b_errors": u["consecutive_errors"],
                 "b_next": u["next_poll_at"],
@@ -222,6 +243,8 @@ class PollStore:
         ]
         with self._db.transaction() as connection:
             connection.execute(statement, parameters)
+            if history:
+                connection.execute(sa.insert(self._attempts), list(history))
 
     def write_terminal(
         self,
@@ -232,6 +255,7 @@ class PollStore:
         values: Mapping[str, Any],
         now: datetime,
         lease_until: datetime,
+        history: Mapping[str, Any] | None = None,
     ) -> bool:
         """End a poll this worker holds; keep the lease if callbacks are to run.
 
@@ -258,6 +282,8 @@ class PollStore:
                     lease_expires_at=lease_until if callbacks_pending else None,
                 )
             )
+            if result.rowcount and history is not None:
+                connection.execute(sa.insert(self._attempts).values(**history))
         return bool(result.rowcount)
 
     def finish_callbacks(self, poll_id: str, *, worker: str, now: datetime) -> None:
@@ -276,26 +302,39 @@ class PollStore:
                 )
             )
 
-    def release_for_retry(self, poll_id: str, *, worker: str, at: datetime) -> None:
-        """Give a terminal poll's callbacks back, due again at `at`."""
+    def release_for_retry(self, poll_id: str, *, worker: str, at: datetime, give_up: bool) -> None:
+        """Count a failed callback delivery; try again at `at`, or give up for good."""
         table = self._table
         with self._db.transaction() as connection:
             connection.execute(
                 sa.update(table)
                 .where(table.c.id == poll_id, table.c.lease_owner == worker)
-                .values(next_poll_at=at, lease_owner=None, lease_expires_at=None)
+                .values(
+                    callback_attempts=table.c.callback_attempts + 1,
+                    callbacks_pending=not give_up,
+                    next_poll_at=None if give_up else at,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                )
             )
 
-    def renew_leases(self, *, worker: str, lease_until: datetime) -> int:
-        """Extend every lease this worker holds; return how many."""
+    def renew_leases(self, poll_ids: Sequence[str], *, worker: str, lease_until: datetime) -> int:
+        """Extend this worker's leases on the polls it is working on; return how many."""
         table = self._table
+        renewed = 0
         with self._db.transaction() as connection:
-            result = connection.execute(
-                sa.update(table)
-                .where(table.c.lease_owner == worker, table.c.next_poll_at.is_not(None))
-                .values(lease_expires_at=lease_until, next_poll_at=lease_until)
-            )
-        return int(result.rowcount)
+            for chunk in _chunks(poll_ids):
+                result = connection.execute(
+                    sa.update(table)
+                    .where(
+                        table.c.id.in_(chunk),
+                        table.c.lease_owner == worker,
+                        table.c.next_poll_at.is_not(None),
+                    )
+                    .values(lease_expires_at=lease_until, next_poll_at=lease_until)
+                )
+                renewed += int(result.rowcount)
+        return renewed
 
     def release_leases(self, *, worker: str, now: datetime) -> int:
         """Hand this worker's unfinished rows back at once (used at shutdown)."""
@@ -315,6 +354,14 @@ class PollStore:
                 sa.select(sa.func.min(self._table.c.next_poll_at))
             ).scalar()
         return None if value is None else _aware(value)
+
+
+# Ids per IN (...) list: well inside every database's limit on bound parameters.
+_IDS_PER_STATEMENT = 500
+
+
+def _chunks(ids: Sequence[str]) -> list[Sequence[str]]:
+    return [ids[i : i + _IDS_PER_STATEMENT] for i in range(0, len(ids), _IDS_PER_STATEMENT)]
 
 
 def _aware(value: datetime) -> datetime:

@@ -87,6 +87,7 @@ class Tables:
             sa.Column("max_errors", sa.Integer, nullable=False),
             sa.Column("callbacks", _json(), nullable=False),
             sa.Column("callbacks_pending", sa.Boolean, nullable=False),
+            sa.Column("callback_attempts", sa.Integer, nullable=False, default=0),
             sa.Column("created_at", UTCDateTime, nullable=False),
             sa.Column("deadline", UTCDateTime, nullable=True),
             # The dispatch key: when this row next needs a process. For a pending poll,

@@ -6,6 +6,8 @@ after SIGTERM. Our pool's threads are daemons: shutdown hands their leases back,
 process exits even if a thread is stuck.
 """
 
+import asyncio
+import functools
 import itertools
 import queue
 import threading
@@ -13,7 +15,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from typing import Any, ParamSpec, TypeVar
 
-__all__ = ["DaemonThreadPool"]
+__all__ = ["DaemonThreadPool", "run_in"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -85,3 +87,11 @@ class DaemonThreadPool(Executor):
         if wait:
             for thread in threads:
                 thread.join()
+
+
+async def run_in(
+    pool: Executor, function: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs
+) -> T:
+    """Run a blocking `function` on `pool` and await its result."""
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(pool, functools.partial(function, *args, **kwargs))

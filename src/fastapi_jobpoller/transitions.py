@@ -24,6 +24,7 @@ class AttemptError:
     """The poll function raised, timed out, or returned something unusable."""
 
     message: str
+    traceback: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

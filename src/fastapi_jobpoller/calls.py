@@ -1,0 +1,98 @@
+"""Calling user functions: `async def` awaited, `def` on a thread or process pool.
+
+Every call is bounded by the attempt timeout and by the function's `max_concurrency`.
+A timed-out `def` function cannot be stopped; its thread is a daemon (see `threads.py`),
+so it never keeps the process from exiting.
+"""
+
+import asyncio
+import functools
+import json
+import multiprocessing
+import traceback
+from concurrent.futures import Executor, ProcessPoolExecutor
+from typing import Any
+
+from .config import JobPollerSettings
+from .registry import RegisteredFunction
+from .threads import DaemonThreadPool
+
+__all__ = ["FunctionCaller", "describe", "format_traceback", "is_json"]
+
+# Longest traceback stored with a failed attempt or run.
+_MAX_TRACEBACK_CHARS = 8000
+
+
+def is_json(value: Any) -> bool:
+    """Return whether every database can store `value` as JSON.
+
+    NaN and infinities are not JSON, and lone surrogates are not UTF-8: PostgreSQL and
+    MySQL refuse both.
+    """
+    try:
+        json.dumps(value, allow_nan=False, ensure_ascii=False).encode("utf-8")
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def describe(error: BaseException) -> str:
+    """Return `Type: message` for an exception (just `Type` if it has no message)."""
+    text = str(error)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def format_traceback(error: BaseException) -> str:
+    """Return the exception's traceback as text, trimmed to its last 8,000 characters."""
+    text = "".join(traceback.format_exception(error))
+    return text[-_MAX_TRACEBACK_CHARS:]
+
+
+class FunctionCaller:
+    """Runs registered functions for one process's engine."""
+
+    def __init__(self, settings: JobPollerSettings) -> None:
+        self._settings = settings
+        self._semaphores: dict[tuple[str, str], asyncio.Semaphore] = {}
+        self._threads = DaemonThreadPool(settings.thread_pool_size, name="jobpoller-worker")
+        self._processes: ProcessPoolExecutor | None = None
+
+    async def call(self, function: RegisteredFunction, *args: Any, **kwargs: Any) -> Any:
+        """Call `function` its way and return its value.
+
+        Raises:
+            TimeoutError: It ran longer than the `attempt_timeout` setting.
+            Exception: Whatever the function raised.
+        """
+        timeout = self._settings.attempt_timeout
+        async with self._semaphore(function):
+            if function.is_async:
+                return await asyncio.wait_for(function.func(*args, **kwargs), timeout)
+            executor: Executor = self._threads
+            if function.executor == "process":
+                executor = self._process_pool()
+            call = functools.partial(function.func, *args, **kwargs)
+            loop = asyncio.get_running_loop()
+            return await asyncio.wait_for(loop.run_in_executor(executor, call), timeout)
+
+    def _semaphore(self, function: RegisteredFunction) -> asyncio.Semaphore:
+        key = (function.kind, function.name)
+        semaphore = self._semaphores.get(key)
+        if semaphore is None:
+            limit = function.max_concurrency or self._settings.async_concurrency
+            semaphore = self._semaphores[key] = asyncio.Semaphore(limit)
+        return semaphore
+
+    def _process_pool(self) -> ProcessPoolExecutor:
+        if self._processes is None:
+            # "spawn": a forked child would inherit the engine's threads and locks.
+            self._processes = ProcessPoolExecutor(
+                self._settings.process_pool_size, mp_context=multiprocessing.get_context("spawn")
+            )
+        return self._processes
+
+    def shutdown(self) -> None:
+        """Stop taking calls; calls still running are abandoned, not waited for."""
+        self._threads.shutdown(wait=False, cancel_futures=True)
+        if self._processes is not None:
+            self._processes.shutdown(wait=False, cancel_futures=True)

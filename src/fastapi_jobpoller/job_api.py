@@ -1,0 +1,326 @@
+"""The scheduled-job half of `JobPoller`: define, change, pause and inspect jobs."""
+
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from ._apscheduler import first_fire_time, normalize_trigger
+from .events import EventType
+from .exceptions import (
+    ConfigurationError,
+    InvalidArgumentsError,
+    InvalidTriggerError,
+    JobNotFoundError,
+)
+from .job_store import TRIGGER_ADAPTER
+from .models import DateTrigger, IntervalTrigger, JobInfo, JobRunInfo, JobRunState, Trigger
+from .poll_runner import utcnow
+from .poller_core import JobDeclaration, PollerCore, check_id, check_page, default, in_thread
+
+__all__ = ["JobOperations"]
+
+
+class JobOperations(PollerCore):
+    """Scheduled jobs."""
+
+    def declare_job(
+        self,
+        job_id: str,
+        function: str,
+        trigger: Trigger | Mapping[str, Any],
+        *,
+        arguments: Mapping[str, Any] | None = None,
+        misfire_grace_time: float | None = None,
+        coalesce: bool | None = None,
+        max_instances: int | None = None,
+    ) -> None:
+        """Declare a job that must exist whenever the poller runs (call before start).
+
+        At every start the job is created if missing; if it exists with another
+        function, trigger, arguments or limits, those are updated (a changed trigger
+        restarts its schedule). Its paused state and unchanged schedule are kept, so a
+        deploy neither resets timers nor undoes a pause made at runtime.
+
+        Raises:
+            ConfigurationError: The poller is already running, or the id is declared.
+        """
+        if self._dispatcher is not None:
+            raise ConfigurationError("declare jobs before start; use add_job on a running poller")
+        if job_id in self._declared_jobs:
+            raise ConfigurationError(f"job {job_id!r} is declared already")
+        options = {
+            "misfire_grace_time": misfire_grace_time,
+            "coalesce": coalesce,
+            "max_instances": max_instances,
+        }
+        self._declared_jobs[job_id] = JobDeclaration(job_id, function, trigger, arguments, options)
+
+    async def _apply_declared_jobs(self) -> None:
+        for declared in self._declared_jobs.values():
+            try:
+                existing = await self.get_job(declared.job_id)
+            except JobNotFoundError:
+                await self.add_job(
+                    declared.function,
+                    declared.trigger,
+                    arguments=declared.arguments,
+                    job_id=declared.job_id,
+                    **declared.options,
+                )
+                continue
+            try:
+                wanted = TRIGGER_ADAPTER.validate_python(declared.trigger)
+            except ValidationError as exc:
+                raise InvalidTriggerError(f"invalid trigger: {exc}") from None
+            same_trigger = _same_schedule(existing.trigger, wanted)
+            arguments = self._arguments("job", declared.function, declared.arguments)
+            options = {
+                "misfire_grace_time": default(
+                    declared.options["misfire_grace_time"], self.settings.misfire_grace_time
+                ),
+                "coalesce": default(declared.options["coalesce"], self.settings.coalesce),
+                "max_instances": default(
+                    declared.options["max_instances"], self.settings.max_instances
+                ),
+            }
+            unchanged = (
+                same_trigger
+                and existing.function == declared.function
+                and existing.arguments == arguments
+                and all(getattr(existing, k) == v for k, v in options.items())
+            )
+            if not unchanged:
+                await self.modify_job(
+                    declared.job_id,
+                    function=declared.function,
+                    trigger=None if same_trigger else wanted,
+                    arguments=arguments,
+                    **options,
+                )
+
+    async def add_job(
+        self,
+        function: str,
+        trigger: Trigger | Mapping[str, Any],
+        *,
+        arguments: Mapping[str, Any] | None = None,
+        job_id: str | None = None,
+        replace_existing: bool = False,
+        paused: bool = False,
+        misfire_grace_time: float | None = None,
+        coalesce: bool | None = None,
+        max_instances: int | None = None,
+    ) -> JobInfo:
+        """Schedule a registered job function on an interval, cron or date trigger.
+
+        Raises:
+            FunctionNotFoundError: No job function has that name.
+            InvalidArgumentsError: The arguments or limits are invalid.
+            InvalidTriggerError: The trigger is invalid or never fires.
+            JobConflictError: The id is taken and `replace_existing` is false.
+        """
+        dispatcher = self._require_running()
+        stored_arguments = self._arguments("job", function, arguments)
+        now = utcnow()
+        spec = self._trigger(trigger, now)
+        settings = self.settings
+        grace = default(misfire_grace_time, settings.misfire_grace_time)
+        instances = default(max_instances, settings.max_instances)
+        if grace < 0 or instances < 1:
+            raise InvalidArgumentsError("misfire_grace_time must be ≥ 0 and max_instances ≥ 1")
+        row = {
+            "id": check_id("job", job_id) if job_id is not None else uuid.uuid4().hex,
+            "function": function,
+            "arguments": stored_arguments,
+            "trigger": spec.model_dump(mode="json"),
+            "next_run_at": None
+            if paused
+            else first_fire_time(spec, default_zone=settings.timezone, now=now),
+            "paused": paused,
+            "misfire_grace_time": grace,
+            "coalesce": default(coalesce, settings.coalesce),
+            "max_instances": instances,
+            "created_at": now,
+            "updated_at": now,
+        }
+        stored = await in_thread(lambda: self._jobs.insert(row, replace_existing=replace_existing))
+        dispatcher.wake()
+        self._emit(EventType.JOB_ADDED, job_id=row["id"], function=function)
+        return JobInfo.model_validate(stored)
+
+    def _trigger(self, trigger: Trigger | Mapping[str, Any], now: datetime) -> Trigger:
+        try:
+            spec = TRIGGER_ADAPTER.validate_python(trigger)
+        except ValidationError as exc:
+            raise InvalidTriggerError(f"invalid trigger: {exc}") from None
+        return normalize_trigger(spec, default_zone=self.settings.timezone, now=now)
+
+    async def get_job(self, job_id: str) -> JobInfo:
+        """Return a scheduled job by id.
+
+        Raises:
+            JobNotFoundError: No job has that id.
+        """
+        self._require_running()
+        return JobInfo.model_validate(await in_thread(lambda: self._jobs.get(job_id)))
+
+    async def list_jobs(
+        self, *, function: str | None = None, limit: int = 100, offset: int = 0
+    ) -> list[JobInfo]:
+        """Return scheduled jobs ordered by id."""
+        self._require_running()
+        check_page(limit, offset)
+        rows = await in_thread(
+            lambda: self._jobs.list_jobs(function=function, limit=limit, offset=offset)
+        )
+        return [JobInfo.model_validate(r) for r in rows]
+
+    async def remove_job(self, job_id: str) -> None:
+        """Delete a scheduled job; its run history stays.
+
+        Raises:
+            JobNotFoundError: No job has that id.
+        """
+        self._require_running()
+        await in_thread(lambda: self._jobs.delete(job_id))
+        self._emit(EventType.JOB_REMOVED, job_id=job_id)
+
+    async def pause_job(self, job_id: str) -> JobInfo:
+        """Stop a job's ticks until it is resumed."""
+        return await self._set_paused(job_id, paused=True)
+
+    async def resume_job(self, job_id: str) -> JobInfo:
+        """Resume a paused job from its next tick after now."""
+        return await self._set_paused(job_id, paused=False)
+
+    async def _set_paused(self, job_id: str, *, paused: bool) -> JobInfo:
+        dispatcher = self._require_running()
+        row = await in_thread(lambda: self._jobs.set_paused(job_id, paused=paused, now=utcnow()))
+        dispatcher.wake()
+        self._emit(
+            EventType.JOB_PAUSED if paused else EventType.JOB_RESUMED,
+            job_id=job_id,
+            function=row["function"],
+        )
+        return JobInfo.model_validate(row)
+
+    async def reschedule_job(self, job_id: str, trigger: Trigger | Mapping[str, Any]) -> JobInfo:
+        """Replace a job's trigger; a paused job stays paused.
+
+        Raises:
+            JobNotFoundError: No job has that id.
+            InvalidTriggerError: The trigger is invalid.
+        """
+        return await self.modify_job(job_id, trigger=trigger)
+
+    async def modify_job(
+        self,
+        job_id: str,
+        *,
+        function: str | None = None,
+        trigger: Trigger | Mapping[str, Any] | None = None,
+        arguments: Mapping[str, Any] | None = None,
+        misfire_grace_time: float | None = None,
+        coalesce: bool | None = None,
+        max_instances: int | None = None,
+    ) -> JobInfo:
+        """Change what is given of a job; a new trigger restarts its schedule from now.
+
+        Raises:
+            JobNotFoundError: No job has that id.
+            FunctionNotFoundError: No job function has the new name.
+            InvalidArgumentsError: The arguments or limits are invalid.
+            InvalidTriggerError: The trigger is invalid.
+        """
+        dispatcher = self._require_running()
+        now = utcnow()
+        spec = None if trigger is None else self._trigger(trigger, now)
+        if misfire_grace_time is not None and misfire_grace_time < 0:
+            raise InvalidArgumentsError("misfire_grace_time must be ≥ 0")
+        if max_instances is not None and max_instances < 1:
+            raise InvalidArgumentsError("max_instances must be ≥ 1")
+        if function is not None:
+            self._registry.get("job", function)
+        values: dict[str, Any] = {
+            key: value
+            for key, value in (
+                ("function", function),
+                ("misfire_grace_time", misfire_grace_time),
+                ("coalesce", coalesce),
+                ("max_instances", max_instances),
+            )
+            if value is not None
+        }
+
+        def modify() -> dict[str, Any]:
+            if arguments is not None:
+                name = function or self._jobs.get(job_id)["function"]
+                values["arguments"] = self._arguments("job", name, arguments)
+            return self._jobs.modify(job_id, trigger=spec, values=values, now=now)
+
+        row = await in_thread(modify)
+        dispatcher.wake()
+        self._emit(EventType.JOB_MODIFIED, job_id=job_id, function=row["function"])
+        return JobInfo.model_validate(row)
+
+    async def run_job_now(self, job_id: str) -> JobRunInfo:
+        """Queue one extra run of a job right away; its schedule is unchanged.
+
+        Raises:
+            JobNotFoundError: No job has that id.
+        """
+        dispatcher = self._require_running()
+        run = await in_thread(lambda: self._jobs.queue_run(job_id, now=utcnow()))
+        dispatcher.wake()
+        return JobRunInfo.model_validate(run)
+
+    async def list_job_runs(
+        self,
+        *,
+        job_id: str | None = None,
+        state: JobRunState | Sequence[JobRunState] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[JobRunInfo]:
+        """Return runs of scheduled jobs, latest tick first; `since`/`until` bound the tick."""
+        self._require_running()
+        check_page(limit, offset)
+        states = () if state is None else (state,) if isinstance(state, JobRunState) else state
+        rows = await in_thread(
+            lambda: self._history.list_runs(
+                job_id=job_id,
+                states=tuple(JobRunState(s) for s in states),
+                since=since,
+                until=until,
+                limit=limit,
+                offset=offset,
+            )
+        )
+        return [JobRunInfo.model_validate(r) for r in rows]
+
+    async def get_job_run(self, run_id: str) -> JobRunInfo:
+        """Return one run of a scheduled job.
+
+        Raises:
+            JobNotFoundError: No run has that id.
+        """
+        self._require_running()
+        row = await in_thread(lambda: self._jobs.get_run(run_id))
+        if row is None:
+            raise JobNotFoundError(f"no job run has id {run_id!r}")
+        return JobRunInfo.model_validate(row)
+
+
+def _same_schedule(stored: Trigger, declared: Trigger) -> bool:
+    """Compare triggers, ignoring a start the declaration left to be pinned when added."""
+    ignored: set[str] = set()
+    if isinstance(declared, IntervalTrigger) and declared.start_date is None:
+        ignored.add("start_date")
+    if isinstance(declared, DateTrigger) and declared.run_date is None:
+        ignored.add("run_date")
+    return stored.model_dump(exclude=ignored) == declared.model_dump(exclude=ignored)

@@ -1,0 +1,102 @@
+"""One run of a scheduled job: call the function, record how it ended, tell listeners."""
+
+import time
+from concurrent.futures import Executor
+from typing import Any
+
+from .calls import FunctionCaller, describe, format_traceback, is_json
+from .events import Event, EventBus, EventType
+from .job_store import JobStore
+from .models import JobRunState
+from .poll_runner import utcnow
+from .registry import Registry
+from .threads import run_in
+
+__all__ = ["JobRunner"]
+
+_EVENT_OF_UNRUN_STATE = {
+    JobRunState.MISSED: EventType.JOB_MISSED,
+    JobRunState.SKIPPED: EventType.JOB_MAX_INSTANCES,
+}
+
+
+class JobRunner:
+    """Runs the job runs this process claimed."""
+
+    def __init__(
+        self,
+        *,
+        registry: Registry,
+        caller: FunctionCaller,
+        events: EventBus,
+        store: JobStore,
+        database_pool: Executor,
+        worker_id: str,
+    ) -> None:
+        self._registry = registry
+        self._caller = caller
+        self._events = events
+        self._store = store
+        self._database_pool = database_pool
+        self._worker_id = worker_id
+
+    def _event(self, event_type: EventType, run: dict[str, Any], **fields: Any) -> None:
+        if self._events.wants(event_type):
+            self._events.emit(
+                Event(
+                    type=event_type,
+                    at=utcnow(),
+                    worker_id=self._worker_id,
+                    job_id=run["job_id"],
+                    run_id=run["id"],
+                    function=run["function"],
+                    scheduled_at=run["scheduled_at"],
+                    attempt=run["attempt"],
+                    **fields,
+                )
+            )
+
+    def report_unrun(self, run: dict[str, Any]) -> None:
+        """Tell listeners about a tick recorded as missed or skipped (max instances)."""
+        self._event(
+            _EVENT_OF_UNRUN_STATE[JobRunState(run["state"])],
+            run,
+            outcome=run["state"],
+            error=run["error"],
+        )
+
+    async def run(self, run: dict[str, Any]) -> None:
+        """Execute a claimed run and store its outcome."""
+        self._event(EventType.JOB_SUBMITTED, run, started_at=run["started_at"])
+        started = time.monotonic()
+        state, result, error, trace = JobRunState.SUCCEEDED, None, None, None
+        try:
+            function = self._registry.get("job", run["function"])
+            value = await self._caller.call(function, **function.bind_arguments(run["arguments"]))
+            result = value if is_json(value) else repr(value)
+        except Exception as exc:
+            state, error, trace = JobRunState.FAILED, describe(exc), format_traceback(exc)
+            if isinstance(exc, TimeoutError):
+                error = f"run timed out: {error}"
+        duration = time.monotonic() - started
+        await run_in(
+            self._database_pool,
+            self._store.finish_run,
+            run,
+            worker=self._worker_id,
+            state=state,
+            result=result,
+            error=error,
+            traceback=trace,
+            now=utcnow(),
+        )
+        self._event(
+            EventType.JOB_EXECUTED if state is JobRunState.SUCCEEDED else EventType.JOB_ERROR,
+            run,
+            started_at=run["started_at"],
+            duration=duration,
+            outcome=state.value,
+            result=result,
+            error=error,
+            traceback=trace,
+        )

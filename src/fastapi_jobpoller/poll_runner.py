@@ -1,0 +1,313 @@
+"""One poll attempt, from the claimed row to the stored outcome and its callbacks.
+
+Pending outcomes are handed to the dispatcher's write buffer (written back in batches);
+terminal ones are written at once, fenced, and then their callbacks run: the stored
+terminal state is the outbox, so callbacks run at least once even across a crash.
+"""
+
+import random
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import Executor
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from .calls import FunctionCaller, describe, format_traceback, is_json
+from .config import JobPollerSettings
+from .events import Event, EventBus, EventType
+from .exceptions import FunctionNotFoundError
+from .models import PollInfo, PollState
+from .outcomes import Done, Failed, Pending
+from .poll_store import PollStore
+from .registry import Registry
+from .threads import run_in
+from .transitions import AttemptError, Transition, after_attempt, backoff_delay, timed_out
+
+__all__ = ["PollRunner", "QueuePending", "utcnow"]
+
+# Longest pause between two deliveries of a poll's failing callbacks.
+_MAX_CALLBACK_RETRY_SECONDS = 3600.0
+
+_TERMINAL_EVENTS = {
+    PollState.SUCCEEDED: EventType.POLL_SUCCEEDED,
+    PollState.FAILED: EventType.POLL_FAILED,
+    PollState.TIMED_OUT: EventType.POLL_TIMED_OUT,
+    PollState.CANCELLED: EventType.POLL_CANCELLED,
+}
+
+QueuePending = Callable[[dict[str, Any], dict[str, Any] | None], None]
+"""Hands a pending outcome (and its history row, if recorded) to the write buffer."""
+
+
+def utcnow() -> datetime:
+    """Return the current time, aware, in UTC."""
+    return datetime.now(UTC)
+
+
+class PollRunner:
+    """Runs attempts, timeouts and callbacks of claimed polls for one process."""
+
+    def __init__(
+        self,
+        *,
+        settings: JobPollerSettings,
+        registry: Registry,
+        caller: FunctionCaller,
+        events: EventBus,
+        store: PollStore,
+        database_pool: Executor,
+        worker_id: str,
+        queue_pending: QueuePending,
+    ) -> None:
+        self._settings = settings
+        self._registry = registry
+        self._caller = caller
+        self._events = events
+        self._store = store
+        self._database_pool = database_pool
+        self._worker_id = worker_id
+        self._queue_pending = queue_pending
+        self._rng = random.Random()
+
+    def _event(self, event_type: EventType, row: dict[str, Any], **fields: Any) -> None:
+        if self._events.wants(event_type):
+            self._events.emit(
+                Event(
+                    type=event_type,
+                    at=utcnow(),
+                    worker_id=self._worker_id,
+                    poll_id=row["id"],
+                    function=row["function"],
+                    **fields,
+                )
+            )
+
+    async def attempt(self, row: dict[str, Any]) -> None:
+        """Run one attempt of a claimed poll and store what it reported."""
+        try:
+            function = self._registry.get("poll", row["function"])
+        except FunctionNotFoundError:
+            await self._unknown_function(row)
+            return
+        started_at = utcnow()
+        self._event(
+            EventType.POLL_ATTEMPT_STARTED,
+            row,
+            attempt=row["attempts"],
+            scheduled_at=row.get("due_at"),
+            started_at=started_at,
+        )
+        started = time.monotonic()
+        outcome: Pending | Done | Failed | AttemptError
+        try:
+            value = await self._caller.call(function, **function.bind_arguments(row["arguments"]))
+        except TimeoutError as error:
+            outcome = AttemptError(
+                f"attempt timed out after {self._settings.attempt_timeout:g} s",
+                traceback=format_traceback(error),
+            )
+        except Exception as error:
+            outcome = AttemptError(describe(error), traceback=format_traceback(error))
+        else:
+            outcome = _checked_outcome(value)
+        now = utcnow()
+        transition = after_attempt(row, outcome, now, self._rng)
+        history = self._history_row(row, outcome, transition, started_at, now)
+        await self._apply(
+            row,
+            transition,
+            now,
+            history=history,
+            duration=time.monotonic() - started,
+            traceback=outcome.traceback if isinstance(outcome, AttemptError) else None,
+        )
+
+    def _history_row(
+        self,
+        row: dict[str, Any],
+        outcome: Pending | Done | Failed | AttemptError,
+        transition: Transition,
+        started_at: datetime,
+        now: datetime,
+    ) -> dict[str, Any] | None:
+        mode = self._settings.attempt_history
+        is_error = isinstance(outcome, AttemptError)
+        changed = transition.progress != row.get("progress")
+        if mode == "none" or (
+            mode == "transitions" and not (is_error or transition.is_terminal or changed)
+        ):
+            return None
+        return {
+            "id": uuid.uuid4().hex,
+            "poll_id": row["id"],
+            "function": row["function"],
+            "attempt": row["attempts"],
+            "worker": self._worker_id,
+            "started_at": started_at,
+            "finished_at": now,
+            "outcome": "error" if is_error else transition.state.value,
+            "progress": transition.progress,
+            "error": outcome.message if isinstance(outcome, AttemptError) else transition.error,
+            "traceback": outcome.traceback if isinstance(outcome, AttemptError) else None,
+        }
+
+    async def _unknown_function(self, row: dict[str, Any]) -> None:
+        """Leave a poll of a function this process lacks stored, for one that has it."""
+        now = utcnow()
+        delay = max(
+            backoff_delay(row, max(row["attempts"] - 1, 1), self._rng),
+            self._settings.unknown_function_retry_seconds,
+        )
+        message = f"function {row['function']!r} is not registered in {self._worker_id}"
+        transition = Transition(
+            state=PollState.PENDING,
+            consecutive_errors=row["consecutive_errors"],
+            next_poll_at=now + timedelta(seconds=delay),
+            progress=row.get("progress"),
+            error=message,
+        )
+        # The claim counted an attempt; none ran, so the count goes back.
+        await self._apply(row, transition, now, history=None, uncount=True)
+
+    async def expire(self, row: dict[str, Any]) -> None:
+        """Record the timeout of a claimed poll past its deadline, without an attempt."""
+        now = utcnow()
+        transition = timed_out(row, now)
+        if transition is not None:
+            await self._apply(row, transition, now, history=None)
+
+    async def _apply(
+        self,
+        row: dict[str, Any],
+        transition: Transition,
+        now: datetime,
+        *,
+        history: dict[str, Any] | None,
+        duration: float | None = None,
+        traceback: str | None = None,
+        uncount: bool = False,
+    ) -> None:
+        event_fields = {
+            "attempt": row["attempts"],
+            "duration": duration,
+            "outcome": transition.state.value,
+            "progress": transition.progress,
+            "error": transition.error,
+            "traceback": traceback,
+        }
+        if not transition.is_terminal:
+            self._queue_pending(
+                {
+                    "id": row["id"],
+                    "attempts": row["attempts"],
+                    "new_attempts": row["attempts"] - 1 if uncount else row["attempts"],
+                    "consecutive_errors": transition.consecutive_errors,
+                    "next_poll_at": transition.next_poll_at,
+                    "progress": transition.progress,
+                    "error": transition.error,
+                    "updated_at": now,
+                },
+                history,
+            )
+            self._event(EventType.POLL_PENDING, row, **event_fields)
+            return
+        values = {
+            "state": transition.state.value,
+            "consecutive_errors": transition.consecutive_errors,
+            "progress": transition.progress,
+            "result": transition.result,
+            "error": transition.error,
+            "callbacks_pending": bool(row["callbacks"]),
+        }
+        lease_until = now + timedelta(seconds=self._settings.lease_seconds)
+        landed = await run_in(
+            self._database_pool,
+            self._store.write_terminal,
+            row["id"],
+            worker=self._worker_id,
+            attempts=row["attempts"],
+            values=values,
+            now=now,
+            lease_until=lease_until,
+            history=history,
+        )
+        if not landed:
+            # Cancelled meanwhile, or the lease was lost to another process: its story.
+            return
+        self._event(
+            _TERMINAL_EVENTS[transition.state], row, result=transition.result, **event_fields
+        )
+        if row["callbacks"]:
+            terminal = {
+                **row,
+                **values,
+                "finished_at": now,
+                "updated_at": now,
+                "next_poll_at": lease_until,
+                "lease_expires_at": lease_until,
+            }
+            await self.deliver_callbacks(terminal)
+
+    async def deliver_callbacks(self, row: dict[str, Any]) -> None:
+        """Run a terminal poll's callbacks; if one fails, all run again later."""
+        info = PollInfo.model_validate(row)
+        failure: tuple[str, Exception] | None = None
+        for name in row["callbacks"]:
+            try:
+                callback = self._registry.get("callback", name)
+                await self._caller.call(callback, info)
+            except Exception as raised:
+                failure = (name, raised)
+                break
+        now = utcnow()
+        if failure is None:
+            await run_in(
+                self._database_pool,
+                self._store.finish_callbacks,
+                row["id"],
+                worker=self._worker_id,
+                now=now,
+            )
+            return
+        name, failed_with = failure
+        tries = row.get("callback_attempts", 0) + 1
+        give_up = tries >= self._settings.callback_max_attempts
+        delay = min(
+            self._settings.callback_retry_seconds * 2 ** min(tries - 1, 30),
+            max(_MAX_CALLBACK_RETRY_SECONDS, self._settings.callback_retry_seconds),
+        )
+        self._event(
+            EventType.POLL_CALLBACK_FAILED,
+            row,
+            outcome=row["state"],
+            error=describe(failed_with),
+            traceback=format_traceback(failed_with),
+            details={
+                "callback": name,
+                "delivery": tries,
+                "gave_up": give_up,
+                "retry_in": None if give_up else delay,
+            },
+        )
+        await run_in(
+            self._database_pool,
+            self._store.release_for_retry,
+            row["id"],
+            worker=self._worker_id,
+            at=now + timedelta(seconds=delay),
+            give_up=give_up,
+        )
+
+
+def _checked_outcome(value: object) -> Pending | Done | Failed | AttemptError:
+    if not isinstance(value, Pending | Done | Failed):
+        return AttemptError(
+            f"poll functions return Pending(), Done() or Failed(), not {type(value).__name__}"
+        )
+    payload = value.progress if isinstance(value, Pending) else value.result
+    if not is_json(payload):
+        return AttemptError(f"{type(value).__name__} holds a value that is not JSON")
+    if isinstance(value, Pending) and value.retry_after is not None and value.retry_after < 0:
+        return AttemptError("Pending.retry_after must not be negative")
+    return value
