@@ -53,6 +53,10 @@ class Database:
             _configure_sqlite(self.engine)
         self.tables = Tables(table_prefix)
         self.skip_locked = self.dialect_name in ("postgresql", "mysql", "mariadb")
+        self.url = parsed
+        # PostgreSQL with psycopg 3 tells other processes about new work at once.
+        self.change_channel = f"{table_prefix}changes"
+        self.notifies = self.dialect_name == "postgresql" and parsed.get_driver_name() == "psycopg"
 
     @contextmanager
     def transaction(self, *, read_only: bool = False) -> Iterator[Connection]:
@@ -73,6 +77,13 @@ class Database:
             if error.connection_invalidated:
                 raise DatabaseUnavailableError(f"database unavailable: {error.orig}") from error
             raise
+
+    def announce_change(self, connection: Connection) -> None:
+        """Wake the other processes when this transaction commits (PostgreSQL only)."""
+        if self.notifies:
+            connection.execute(
+                sa.text("SELECT pg_notify(:channel, '')"), {"channel": self.change_channel}
+            )
 
     def ping(self) -> None:
         """Run a trivial query.

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -55,6 +55,7 @@ class Dispatcher:
         jobs: JobStore,
         history: HistoryStore,
         worker_id: str,
+        startup: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._settings = settings
         self._registry = registry
@@ -63,13 +64,15 @@ class Dispatcher:
         self._jobs = jobs
         self._history = history
         self.worker_id = worker_id
+        # Run (and retried while the database is unreachable) before the first claim.
+        self._startup = startup
         # Each task in flight, with the poll or job run whose lease it needs kept alive.
         self._in_flight: dict[asyncio.Task[None], tuple[str, str]] = {}
         self._pending_writes: list[dict[str, Any]] = []
         self._pending_history: list[dict[str, Any]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self.last_cycle_monotonic = 0.0
-        self.database_ok = True
+        self.database_ok = startup is None
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -115,6 +118,11 @@ class Dispatcher:
         stale_after = max(10.0, self._settings.idle_wait_seconds * 4)
         return time.monotonic() - self.last_cycle_monotonic < stale_after
 
+    def mark_ready(self) -> None:
+        """Skip the startup hook: it already succeeded before the engine started."""
+        self._startup = None
+        self.database_ok = True
+
     @property
     def in_flight(self) -> int:
         """Return how many attempts and runs this process is executing."""
@@ -149,8 +157,9 @@ class Dispatcher:
             task.cancel()
         await asyncio.gather(*helpers, return_exceptions=True)
         try:
-            await self._flush_writes()
-            await run_in(self._database_pool, self._release_leases)
+            if self._startup is None:  # else this process never held anything
+                await self._flush_writes()
+                await run_in(self._database_pool, self._release_leases)
         except _DATABASE_ERRORS as error:
             logger.warning(
                 "could not hand leases back at shutdown; they expire by themselves: %s",
@@ -180,6 +189,13 @@ class Dispatcher:
         outage_backoff = 0.1
         while not self._stopping.is_set():
             try:
+                if self._startup is not None:
+                    await self._startup()
+                    self._startup = None
+                    logger.warning(
+                        "database reachable: the engine starts working",
+                        extra={"event": "database_available"},
+                    )
                 busy = await self._dispatch_once()
                 self._database_back()
                 outage_backoff = 0.1

@@ -63,6 +63,7 @@ class JobStore:
                     )
             except exc.IntegrityError:
                 raise JobConflictError(f"a job with id {row['id']!r} exists already") from None
+            self._db.announce_change(connection)
             return self._get(connection, row["id"])
 
     def _get(self, connection: Connection, job_id: str) -> dict[str, Any]:
@@ -124,6 +125,7 @@ class JobStore:
                     .where(jobs.c.id == job_id)
                     .values(paused=paused, next_run_at=next_run_at, updated_at=now)
                 )
+                self._db.announce_change(connection)
             return self._get(connection, job_id)
 
     def modify(
@@ -155,6 +157,7 @@ class JobStore:
                     else first_fire_time(trigger, default_zone=self._zone, now=now)
                 )
             connection.execute(sa.update(jobs).where(jobs.c.id == job_id).values(**changes))
+            self._db.announce_change(connection)
             return self._get(connection, job_id)
 
     # -- runs ------------------------------------------------------------------------
@@ -170,6 +173,7 @@ class JobStore:
             run = _new_run(job, scheduled_at=now, state=JobRunState.QUEUED, attempt=0)
             run["due_at"] = now
             connection.execute(sa.insert(self._runs).values(**run))
+            self._db.announce_change(connection)
         return run
 
     def get_run(self, run_id: str) -> dict[str, Any] | None:

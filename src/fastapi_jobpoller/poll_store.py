@@ -58,6 +58,7 @@ class PollStore:
         try:
             with self._db.transaction() as connection:
                 connection.execute(sa.insert(self._table).values(**row))
+                self._db.announce_change(connection)
             return dict(row), True
         except exc.IntegrityError:
             existing = self.get(row["id"])
@@ -135,6 +136,8 @@ class PollStore:
             )
             if updated.rowcount == 0:
                 raise InvalidStateError(f"poll {poll_id!r} has already ended")
+            if callbacks:
+                self._db.announce_change(connection)
             row = connection.execute(sa.select(table).where(table.c.id == poll_id)).one()
         return dict(row._mapping)
 

@@ -1,5 +1,7 @@
 """`JobPoller`: the one object a host app creates, registers functions on, and starts."""
 
+import asyncio
+import logging
 from types import TracebackType
 
 import anyio
@@ -13,10 +15,13 @@ from .history import HistoryStore
 from .job_api import JobOperations
 from .job_store import JobStore
 from .models import Health
+from .notify import ChangeListener
 from .poll_api import PollOperations
 from .poll_store import PollStore
 
 __all__ = ["JobPoller"]
+
+logger = logging.getLogger(__name__)
 
 # A health check whose query takes longer than this reports the database as down.
 _HEALTH_QUERY_SECONDS = 2.0
@@ -33,6 +38,8 @@ class JobPoller(PollOperations, JobOperations):
     Use `async with poller:` (or `await poller.start()` / `await poller.shutdown()`).
     Register functions before starting; every process must register the same ones.
     """
+
+    _change_listener: ChangeListener | None = None
 
     @property
     def running(self) -> bool:
@@ -66,8 +73,9 @@ class JobPoller(PollOperations, JobOperations):
             except (DatabaseUnavailableError, TimeoutError):
                 database_ok = False
         engine_alive = dispatcher is not None and dispatcher.alive
+        healthy = engine_alive and database_ok and self._schema_ready
         return Health(
-            status="ok" if engine_alive and database_ok else "unavailable",
+            status="ok" if healthy else "unavailable",
             engine_alive=engine_alive,
             database_ok=database_ok,
             worker_id=self.worker_id,
@@ -75,12 +83,15 @@ class JobPoller(PollOperations, JobOperations):
         )
 
     async def start(self) -> None:
-        """Create missing tables, start the engine on the running event loop, and
-        create or update the jobs given to `declare_job`. Starting twice does nothing.
+        """Start the engine on the running event loop; starting twice does nothing.
+
+        Missing tables are created (unless `create_tables` is off) and the jobs given
+        to `declare_job` are created or updated. If the database cannot be reached,
+        the poller still starts, degraded: the engine keeps retrying, `health()` says
+        unavailable, and calls raise `DatabaseUnavailableError` until it is back.
 
         Raises:
             ConfigurationError: The database URL or the stored schema cannot be used.
-            DatabaseUnavailableError: The database could not be reached.
         """
         if self._dispatcher is not None:
             return
@@ -89,18 +100,11 @@ class JobPoller(PollOperations, JobOperations):
             table_prefix=self.settings.table_prefix,
             pool_size=self.settings.database_pool_size,
         )
-        try:
-            if self.settings.create_tables:
-                await anyio.to_thread.run_sync(database.create_schema)
-            else:
-                await anyio.to_thread.run_sync(database.check_schema)
-        except BaseException:
-            database.dispose()
-            raise
         self._database = database
         self._polls = PollStore(database)
         self._jobs = JobStore(database, default_zone=self.settings.timezone)
         self._history = HistoryStore(database)
+        self._schema_ready = False
         self._events.start()
         self._dispatcher = Dispatcher(
             settings=self.settings,
@@ -110,14 +114,48 @@ class JobPoller(PollOperations, JobOperations):
             jobs=self._jobs,
             history=self._history,
             worker_id=self.worker_id,
+            startup=self._prepare_database,
         )
-        self._dispatcher.start()
-        self._emit(EventType.SCHEDULER_STARTED)
         try:
-            await self._apply_declared_jobs()
+            await self._prepare_database()
+        except DatabaseUnavailableError as error:
+            logger.error(
+                "database unreachable at start; serving degraded while the engine retries: %s",
+                error,
+                extra={"event": "database_unavailable"},
+            )
         except BaseException:
-            await self.shutdown()
+            self._dispatcher = None
+            self._database = None
+            database.dispose()
+            await self._events.stop()
             raise
+        else:
+            self._dispatcher.mark_ready()
+        self._dispatcher.start()
+        if database.notifies:
+            loop = asyncio.get_running_loop()
+            dispatcher = self._dispatcher
+
+            def wake_from_thread() -> None:
+                loop.call_soon_threadsafe(dispatcher.wake)
+
+            self._change_listener = ChangeListener(
+                database.url, database.change_channel, wake_from_thread
+            )
+            self._change_listener.start()
+        self._emit(EventType.SCHEDULER_STARTED)
+
+    async def _prepare_database(self) -> None:
+        """Create or check the tables, then apply the declared jobs."""
+        database = self._database
+        assert database is not None
+        if self.settings.create_tables:
+            await anyio.to_thread.run_sync(database.create_schema)
+        else:
+            await anyio.to_thread.run_sync(database.check_schema)
+        self._schema_ready = True
+        await self._apply_declared_jobs()
 
     async def shutdown(self, *, grace: float | None = None) -> None:
         """Stop claiming work, wait up to `grace` seconds for work in flight, stop.
@@ -129,6 +167,9 @@ class JobPoller(PollOperations, JobOperations):
         if dispatcher is None or database is None:
             return
         self._dispatcher = None
+        if self._change_listener is not None:
+            self._change_listener.stop()
+            self._change_listener = None
         await dispatcher.stop(self.settings.shutdown_grace_seconds if grace is None else grace)
         database.dispose()
         self._database = None

@@ -18,6 +18,7 @@ from .dispatcher import Dispatcher
 from .events import Event, EventBus, EventType, Listener
 from .exceptions import (
     ConfigurationError,
+    DatabaseUnavailableError,
     InvalidArgumentsError,
     NotRunningError,
     PayloadTooLargeError,
@@ -101,6 +102,7 @@ class PollerCore:
         self._events = EventBus()
         self._database: Database | None = None
         self._dispatcher: Dispatcher | None = None
+        self._schema_ready = False
         # Jobs declared with `declare_job`, applied at every start.
         self._declared_jobs: dict[str, JobDeclaration] = {}
 
@@ -210,4 +212,8 @@ class PollerCore:
     def _require_running(self) -> Dispatcher:
         if self._dispatcher is None:
             raise NotRunningError("start the poller first (`async with poller:`)")
+        if not self._schema_ready:
+            raise DatabaseUnavailableError(
+                "the database has not been reachable since this process started"
+            )
         return self._dispatcher

@@ -1,0 +1,66 @@
+"""Cross-process wake-ups through PostgreSQL LISTEN/NOTIFY.
+
+A change that creates due work (a new poll, a cancel, a job added, paused, resumed or
+run now) sends a NOTIFY in its own transaction; every process LISTENs on a dedicated
+connection and wakes its engine at once, instead of at its next idle check. Elsewhere
+(SQLite, MySQL/MariaDB) the idle check alone bounds the delay.
+"""
+
+import logging
+import threading
+from collections.abc import Callable
+
+import sqlalchemy as sa
+
+__all__ = ["ChangeListener"]
+
+logger = logging.getLogger(__name__)
+
+# How long one wait for notifications lasts before checking whether to stop.
+_WAIT_SECONDS = 1.0
+# Pause before reconnecting after the listening connection failed.
+_RECONNECT_SECONDS = 2.0
+
+
+class ChangeListener:
+    """A daemon thread that LISTENs on `channel` and calls `on_change` per wake-up."""
+
+    def __init__(self, url: sa.URL, channel: str, on_change: Callable[[], None]) -> None:
+        self._url = url.set(drivername="postgresql")
+        self._channel = channel
+        self._on_change = on_change
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.listening = False
+
+    def start(self) -> None:
+        """Start listening in the background."""
+        self._thread = threading.Thread(target=self._run, name="jobpoller-listen", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop listening (the thread ends within about a second)."""
+        self._stop.set()
+
+    def _run(self) -> None:
+        import psycopg
+
+        conninfo = self._url.render_as_string(hide_password=False)
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(conninfo, autocommit=True) as connection:
+                    connection.execute(f'LISTEN "{self._channel}"')
+                    self.listening = True
+                    while not self._stop.is_set():
+                        for _ in connection.notifies(timeout=_WAIT_SECONDS, stop_after=1):
+                            self._on_change()
+            except psycopg.Error as error:
+                if self.listening:
+                    logger.warning(
+                        "lost the LISTEN connection; polling only until it is back: %s",
+                        error,
+                        extra={"event": "listen_lost"},
+                    )
+                self.listening = False
+                self._stop.wait(_RECONNECT_SECONDS)
+        self.listening = False
