@@ -34,6 +34,7 @@ from .outcomes import Failed as Failed
 from .outcomes import Pending as Pending
 from .poller import JobPoller as JobPoller
 from .router import get_jobs_router as get_jobs_router
+from .router import jobpoller_error_handler as jobpoller_error_handler
 
 __version__ = "0.1.0.dev0"
 
@@ -72,5 +73,6 @@ __all__ = [
     "PollState",
     "__version__",
     "get_jobs_router",
+    "jobpoller_error_handler",
     "mount_scheduler",
 ]

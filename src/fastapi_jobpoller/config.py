@@ -199,6 +199,14 @@ class JobPollerSettings(BaseSettings):
             "A warning is logged at startup while it is on."
         ),
     )
+    metrics_enabled: bool = Field(
+        default=False,
+        description="Serve Prometheus metrics at <api_prefix>/metrics (needs the metrics extra).",
+    )
+    metrics_public: bool = Field(
+        default=False,
+        description="Serve the metrics without auth (for a scraper inside your network).",
+    )
     max_page_size: int = Field(
         default=500, ge=1, le=10_000, description="Most items one list request returns."
     )

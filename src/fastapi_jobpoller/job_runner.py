@@ -8,9 +8,8 @@ from .calls import FunctionCaller, describe, format_traceback, is_json
 from .events import Event, EventBus, EventType
 from .job_store import JobStore
 from .models import JobRunState
-from .poll_runner import utcnow
+from .poll_runner import utcnow, write_through_outages
 from .registry import Registry
-from .threads import run_in
 
 __all__ = ["JobRunner"]
 
@@ -79,7 +78,7 @@ class JobRunner:
             if isinstance(exc, TimeoutError):
                 error = f"run timed out: {error}"
         duration = time.monotonic() - started
-        await run_in(
+        await write_through_outages(
             self._database_pool,
             self._store.finish_run,
             run,

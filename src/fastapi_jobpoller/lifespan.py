@@ -61,12 +61,6 @@ def mount_scheduler(
     @asynccontextmanager
     async def lifespan(lifespan_app: Any) -> AsyncIterator[Any]:
         async with host_lifespan(lifespan_app) as state:
-            if poller.settings.auth_disabled:
-                logger.warning(
-                    "JOBPOLLER_AUTH_DISABLED is on: anyone who reaches this app can read "
-                    "and change its polls and jobs; use it for local development only",
-                    extra={"event": "auth_disabled"},
-                )
             async with poller:
                 yield state
 

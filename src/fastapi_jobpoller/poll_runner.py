@@ -5,18 +5,19 @@ terminal ones are written at once, fenced, and then their callbacks run: the sto
 terminal state is the outbox, so callbacks run at least once even across a crash.
 """
 
+import asyncio
 import random
 import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Executor
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from .calls import FunctionCaller, describe, format_traceback, is_json
 from .config import JobPollerSettings
 from .events import Event, EventBus, EventType
-from .exceptions import FunctionNotFoundError
+from .exceptions import DatabaseUnavailableError, FunctionNotFoundError
 from .models import PollInfo, PollState
 from .outcomes import Done, Failed, Pending
 from .poll_store import PollStore
@@ -24,10 +25,17 @@ from .registry import Registry
 from .threads import run_in
 from .transitions import AttemptError, Transition, after_attempt, backoff_delay, timed_out
 
-__all__ = ["PollRunner", "QueuePending", "utcnow"]
+__all__ = ["PollRunner", "QueuePending", "utcnow", "write_through_outages"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 # Longest pause between two deliveries of a poll's failing callbacks.
 _MAX_CALLBACK_RETRY_SECONDS = 3600.0
+# Pauses between tries of an outcome write while the database is unreachable: short, so
+# the outcome lands soon after it is back, well before the lease runs out.
+_FIRST_WRITE_RETRY_SECONDS = 0.1
+_LONGEST_WRITE_RETRY_SECONDS = 1.0
 
 _TERMINAL_EVENTS = {
     PollState.SUCCEEDED: EventType.POLL_SUCCEEDED,
@@ -43,6 +51,24 @@ QueuePending = Callable[[dict[str, Any], dict[str, Any] | None], None]
 def utcnow() -> datetime:
     """Return the current time, aware, in UTC."""
     return datetime.now(UTC)
+
+
+async def write_through_outages(
+    pool: Executor, function: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs
+) -> T:
+    """Run a database write on `pool`, again and again while the database is unreachable.
+
+    The work that made the write stays in flight meanwhile, so its lease is renewed once
+    the database is back and what it did is stored, instead of being run again by
+    whichever process claims the row after its lease expired.
+    """
+    pause = _FIRST_WRITE_RETRY_SECONDS
+    while True:
+        try:
+            return await run_in(pool, function, *args, **kwargs)
+        except DatabaseUnavailableError:
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, _LONGEST_WRITE_RETRY_SECONDS)
 
 
 class PollRunner:
@@ -221,7 +247,7 @@ class PollRunner:
             "callbacks_pending": bool(row["callbacks"]),
         }
         lease_until = now + timedelta(seconds=self._settings.lease_seconds)
-        landed = await run_in(
+        landed = await write_through_outages(
             self._database_pool,
             self._store.write_terminal,
             row["id"],
@@ -262,7 +288,7 @@ class PollRunner:
                 break
         now = utcnow()
         if failure is None:
-            await run_in(
+            await write_through_outages(
                 self._database_pool,
                 self._store.finish_callbacks,
                 row["id"],
@@ -290,7 +316,7 @@ class PollRunner:
                 "retry_in": None if give_up else delay,
             },
         )
-        await run_in(
+        await write_through_outages(
             self._database_pool,
             self._store.release_for_retry,
             row["id"],

@@ -1,0 +1,91 @@
+"""The history routes of the management API (job runs, poll attempts) and metrics."""
+
+# No `from __future__ import annotations`: FastAPI must see the real annotations.
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query, Response
+
+from .api_models import Page
+from .models import JobRunInfo, JobRunState, PollAttemptInfo
+from .routes_common import NO_NUL, RouteContext, page, responses
+
+__all__ = ["add_history_routes"]
+
+
+def add_history_routes(router: APIRouter, context: RouteContext) -> None:
+    """Add `/runs`, `/polls/{id}/attempts` and, if enabled, `/metrics` to `router`."""
+    poller, settings = context.poller, context.poller.settings
+    Limit = Annotated[int, Query(ge=1, le=settings.max_page_size, description="Page size.")]
+    Offset = Annotated[int, Query(ge=0, le=10_000_000, description="Items to skip.")]
+    Id = Annotated[str, Path(min_length=1, max_length=191, pattern=NO_NUL)]
+    Since = Annotated[datetime | None, Query(description="Earliest time, inclusive.")]
+    Until = Annotated[datetime | None, Query(description="Latest time, exclusive.")]
+    default_limit = context.default_limit
+
+    @router.get(
+        "/runs",
+        response_model=Page[JobRunInfo],
+        dependencies=context.read,
+        responses=responses(401, 403, 422, 503),
+        summary="List runs of scheduled jobs, latest tick first",
+    )
+    async def list_runs(
+        job_id: Annotated[str | None, Query(max_length=191, pattern=NO_NUL)] = None,
+        state: Annotated[list[JobRunState] | None, Query()] = None,
+        since: Since = None,
+        until: Until = None,
+        limit: Limit = default_limit,
+        offset: Offset = 0,
+    ) -> dict[str, Any]:
+        items = await poller.list_job_runs(
+            job_id=job_id, state=state, since=since, until=until, limit=limit, offset=offset
+        )
+        return page(items, limit, offset)
+
+    @router.get(
+        "/runs/{run_id}",
+        response_model=JobRunInfo,
+        dependencies=context.read,
+        responses=responses(401, 403, 404, 422, 503),
+        summary="Get one run of a scheduled job",
+    )
+    async def get_run(run_id: Id) -> JobRunInfo:
+        return await poller.get_job_run(run_id)
+
+    @router.get(
+        "/polls/{poll_id}/attempts",
+        response_model=Page[PollAttemptInfo],
+        dependencies=context.read,
+        responses=responses(401, 403, 404, 422, 503),
+        summary="List a poll's recorded attempts, latest first",
+    )
+    async def list_attempts(
+        poll_id: Id,
+        outcome: Annotated[list[str] | None, Query(max_length=16)] = None,
+        since: Since = None,
+        until: Until = None,
+        limit: Limit = default_limit,
+        offset: Offset = 0,
+    ) -> dict[str, Any]:
+        await poller.get_poll(poll_id)  # 404 for an unknown poll, not an empty page
+        items = await poller.list_poll_attempts(
+            poll_id=poll_id, outcome=outcome, since=since, until=until, limit=limit, offset=offset
+        )
+        return page(items, limit, offset)
+
+    if not settings.metrics_enabled:
+        return
+    from .metrics import PollerMetrics
+
+    metrics = PollerMetrics(poller)
+
+    @router.get(
+        "/metrics",
+        dependencies=[] if settings.metrics_public else context.read,
+        response_class=Response,
+        responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text"}},
+        summary="Prometheus metrics of this process (polls by state: all processes)",
+    )
+    async def scrape() -> Response:
+        return Response(await metrics.render(), media_type=metrics.content_type)
