@@ -10,7 +10,7 @@ import functools
 import json
 import multiprocessing
 import traceback
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 from .config import JobPollerSettings
@@ -29,6 +29,8 @@ def is_json(value: Any) -> bool:
     NaN and infinities are not JSON, and lone surrogates are not UTF-8: PostgreSQL and
     MySQL refuse both.
     """
+    if value is None or type(value) is int or type(value) is bool:  # most progress values
+        return True
     try:
         json.dumps(value, allow_nan=False, ensure_ascii=False).encode("utf-8")
     except (TypeError, ValueError):
@@ -64,16 +66,16 @@ class FunctionCaller:
             TimeoutError: It ran longer than the `attempt_timeout` setting.
             Exception: Whatever the function raised.
         """
-        timeout = self._settings.attempt_timeout
-        async with self._semaphore(function):
+        # asyncio.timeout, not wait_for: an `async def` runs in this task instead of a new
+        # one, and a thread's outcome comes back without an extra future per call.
+        async with self._semaphore(function), asyncio.timeout(self._settings.attempt_timeout):
             if function.is_async:
-                return await asyncio.wait_for(function.func(*args, **kwargs), timeout)
-            executor: Executor = self._threads
-            if function.executor == "process":
-                executor = self._process_pool()
-            call = functools.partial(function.func, *args, **kwargs)
+                return await function.func(*args, **kwargs)
             loop = asyncio.get_running_loop()
-            return await asyncio.wait_for(loop.run_in_executor(executor, call), timeout)
+            if function.executor == "process":
+                call = functools.partial(function.func, *args, **kwargs)
+                return await loop.run_in_executor(self._process_pool(), call)
+            return await self._threads.submit_to_loop(loop, function.func, *args, **kwargs)
 
     def _semaphore(self, function: RegisteredFunction) -> asyncio.Semaphore:
         key = (function.kind, function.name)

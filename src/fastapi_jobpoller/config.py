@@ -16,7 +16,12 @@ class JobPollerSettings(BaseSettings):
     """Every knob of a `JobPoller`; each field is also the env var `JOBPOLLER_<NAME>`."""
 
     model_config = SettingsConfigDict(
-        env_prefix="JOBPOLLER_", extra="forbid", validate_default=True, frozen=True
+        env_prefix="JOBPOLLER_",
+        extra="forbid",
+        validate_default=True,
+        frozen=True,
+        # `JOBPOLLER_HISTORY_MAX_AGE_SECONDS=none` turns that limit off.
+        env_parse_none_str="none",
     )
 
     database_url: str = Field(
@@ -155,7 +160,7 @@ class JobPollerSettings(BaseSettings):
         default=1000, ge=1, description="Newest recorded attempts kept per poll."
     )
     finished_poll_max_age_seconds: float | None = Field(
-        default=30 * 86_400.0,
+        default=30 * 86_400,  # an int, so the docs show 2592000, not 2.592e+06
         gt=0,
         description="Ended polls (callbacks delivered) older than this are deleted.",
     )

@@ -39,7 +39,13 @@ logger = logging.getLogger(__name__)
 _DATABASE_THREADS = 2
 # Longest pause between tries while the database is unreachable.
 _MAX_OUTAGE_BACKOFF_SECONDS = 5.0
+# Pause before renewing leases again after a renewal failed (instead of a third of a
+# lease): leases survive an outage of up to about two thirds of `lease_seconds`.
+_RENEW_RETRY_SECONDS = 0.5
 _DATABASE_ERRORS = (DatabaseUnavailableError, sa_exc.SQLAlchemyError)
+# While due polls keep the loop busy, it looks for job ticks and queued job runs at most
+# this often (two transactions per look), unless a change wakes it or a job is known due.
+_JOB_LOOK_PERIOD_SECONDS = 0.25
 
 
 class Dispatcher:
@@ -73,6 +79,9 @@ class Dispatcher:
         self._tasks: list[asyncio.Task[None]] = []
         self.last_cycle_monotonic = 0.0
         self.database_ok = startup is None
+        self._jobs_looked_at = float("-inf")
+        self._look_for_jobs = True
+        self._job_due: datetime | None = None
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -131,6 +140,7 @@ class Dispatcher:
     def wake(self) -> None:
         """Look for due work now (after a local submit or change)."""
         if self._tasks:
+            self._look_for_jobs = True
             self._wake.set()
 
     async def stop(self, grace: float) -> None:
@@ -241,8 +251,23 @@ class Dispatcher:
         self.database_ok = True
 
     def _next_due(self) -> datetime | None:
-        due = [d for d in (self._polls.next_due(), self._jobs.next_due()) if d is not None]
+        self._job_due = self._jobs.next_due()
+        due = [d for d in (self._polls.next_due(), self._job_due) if d is not None]
         return min(due, default=None)
+
+    def _jobs_may_be_due(self, now: datetime) -> bool:
+        """Return whether this cycle looks for job work; each look costs two transactions."""
+        clock = time.monotonic()
+        if (
+            self._look_for_jobs
+            or clock - self._jobs_looked_at >= _JOB_LOOK_PERIOD_SECONDS
+            or (self._job_due is not None and self._job_due <= now)
+        ):
+            self._look_for_jobs = False
+            self._jobs_looked_at = clock
+            self._job_due = None  # known again at the next idle check
+            return True
+        return False
 
     async def _dispatch_once(self) -> bool:
         """Claim and start what is due; return whether there may be more right now."""
@@ -269,7 +294,7 @@ class Dispatcher:
         for row in claim.callbacks:
             self._spawn(self._poll_runner.deliver_callbacks(row), "poll", row["id"])
         room -= len(claim)
-        if room > 0:
+        if room > 0 and self._jobs_may_be_due(now):
             runs = await run_in(
                 self._database_pool,
                 self._jobs.claim_runs,
@@ -314,8 +339,10 @@ class Dispatcher:
 
     async def _renew_loop(self) -> None:
         period = self._settings.lease_seconds / 3
+        pause, failing = period, False
         while True:
-            await asyncio.sleep(period)
+            await asyncio.sleep(pause)
+            pause = period
             if not self._in_flight:
                 continue
             lease_until = utcnow() + timedelta(seconds=self._settings.lease_seconds)
@@ -340,9 +367,17 @@ class Dispatcher:
                         lease_until=lease_until,
                     )
             except _DATABASE_ERRORS as error:
-                logger.warning(
-                    "could not renew leases: %s", error, extra={"event": "lease_renew_failed"}
-                )
+                # Try again soon: the next period could come after the leases expired.
+                pause = min(period, _RENEW_RETRY_SECONDS)
+                if not failing:
+                    logger.warning(
+                        "could not renew leases; retrying: %s",
+                        error,
+                        extra={"event": "lease_renew_failed"},
+                    )
+                failing = True
+            else:
+                failing = False
 
     def _queue_pending(self, update: dict[str, Any], history: dict[str, Any] | None) -> None:
         self._pending_writes.append(update)

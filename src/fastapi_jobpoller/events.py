@@ -11,11 +11,12 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
+
+from .threads import DaemonThreadPool
 
 __all__ = ["Event", "EventBus", "EventType", "Listener"]
 
@@ -76,6 +77,15 @@ _LEVELS: dict[EventType, int] = {
     EventType.POLL_CANCELLED: logging.INFO,
     EventType.POLL_CALLBACK_FAILED: logging.ERROR,
 }
+# An attempt that raised leaves its poll pending (a transient error), but it is a failure
+# of user code all the same: it must show at INFO.
+_LEVEL_OF_PENDING_ERROR = logging.WARNING
+
+
+def _level(event: "Event") -> int:
+    if event.type is EventType.POLL_PENDING and event.error is not None:
+        return _LEVEL_OF_PENDING_ERROR
+    return _LEVELS[event.type]
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,10 +138,21 @@ class _Subscription:
     def __init__(self, listener: Listener, types: frozenset[EventType]) -> None:
         self.listener = listener
         self.types = types
-        self.is_async = asyncio.iscoroutinefunction(listener)
+        # A listener object may define `async def __call__`: it is awaited too.
+        self.is_async = asyncio.iscoroutinefunction(listener) or asyncio.iscoroutinefunction(
+            type(listener).__call__
+        )
         self.queue: asyncio.Queue[Event] | None = None
         self.task: asyncio.Task[None] | None = None
+        # A `def` listener's own thread: one that hangs holds this thread only, never
+        # the other listeners' (and, a daemon, never the process's exit).
+        self.thread: DaemonThreadPool | None = None
         self.dropped = 0
+
+    def close_thread(self) -> None:
+        if self.thread is not None:
+            self.thread.shutdown(wait=False, cancel_futures=True)
+            self.thread = None
 
 
 class EventBus:
@@ -139,7 +160,6 @@ class EventBus:
 
     def __init__(self) -> None:
         self._subscriptions: list[_Subscription] = []
-        self._threads: ThreadPoolExecutor | None = None
         self._running = False
 
     def subscribe(self, listener: Listener, types: Iterable[EventType] = ()) -> None:
@@ -156,6 +176,7 @@ class EventBus:
             self._subscriptions.remove(subscription)
             if subscription.task is not None:
                 subscription.task.cancel()
+            subscription.close_thread()
 
     def start(self) -> None:
         """Start delivering on the running event loop."""
@@ -183,19 +204,21 @@ class EventBus:
         await asyncio.gather(*tasks, return_exceptions=True)
         for subscription in self._subscriptions:
             subscription.task = subscription.queue = None
-        if self._threads is not None:
-            self._threads.shutdown(wait=False, cancel_futures=True)
-            self._threads = None
+            subscription.close_thread()
 
     def wants(self, event_type: EventType) -> bool:
         """Return whether anything would see an event of this type (log or listener)."""
-        if logger.isEnabledFor(_LEVELS[event_type]):
+        level = _LEVELS[event_type]
+        if event_type is EventType.POLL_PENDING:  # logged higher when it carries an error
+            level = max(level, _LEVEL_OF_PENDING_ERROR)
+        if logger.isEnabledFor(level):
             return True
-        return any(event_type in s.types for s in self._subscriptions)
+        # Asked twice per attempt: no generator when nobody listens.
+        return bool(self._subscriptions) and any(event_type in s.types for s in self._subscriptions)
 
     def emit(self, event: Event) -> None:
         """Log the event and queue it for its listeners; never blocks, never raises."""
-        level = _LEVELS[event.type]
+        level = _level(event)
         if logger.isEnabledFor(level):
             logger.log(
                 level,
@@ -230,8 +253,10 @@ class EventBus:
                         await subscription.listener(event)  # type: ignore[misc]
                     else:
                         loop = asyncio.get_running_loop()
+                        if subscription.thread is None:
+                            subscription.thread = DaemonThreadPool(1, name="jobpoller-listener")
                         await loop.run_in_executor(
-                            self._thread_pool(), subscription.listener, event
+                            subscription.thread, subscription.listener, event
                         )
             except asyncio.CancelledError:
                 raise
@@ -244,8 +269,3 @@ class EventBus:
                 )
             finally:
                 queue.task_done()
-
-    def _thread_pool(self) -> ThreadPoolExecutor:
-        if self._threads is None:
-            self._threads = ThreadPoolExecutor(2, thread_name_prefix="jobpoller-listener")
-        return self._threads

@@ -12,6 +12,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from .database import Database
+from .exceptions import InvalidArgumentsError
 from .models import JobRunState, PollState
 
 __all__ = ["HistoryStore", "PruneReport", "Retention"]
@@ -19,6 +20,13 @@ __all__ = ["HistoryStore", "PruneReport", "Retention"]
 # Rows deleted per statement while pruning.
 _PRUNE_BATCH = 1000
 _TERMINAL = [s.value for s in PollState if s.is_terminal]
+
+
+def _check_aware(**bounds: datetime | None) -> None:
+    """Refuse a naive time: whose wall clock would it be?"""
+    for name, value in bounds.items():
+        if value is not None and value.tzinfo is None:
+            raise InvalidArgumentsError(f"{name} needs a time zone (a naive time is ambiguous)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +68,7 @@ class HistoryStore:
         offset: int,
     ) -> list[dict[str, Any]]:
         """Return job runs, latest tick first, filtered by job, state and tick time."""
+        _check_aware(since=since, until=until)
         runs = self._runs
         query = sa.select(runs).order_by(runs.c.scheduled_at.desc(), runs.c.id)
         if job_id is not None:
@@ -85,6 +94,7 @@ class HistoryStore:
         offset: int,
     ) -> list[dict[str, Any]]:
         """Return recorded poll attempts, latest first."""
+        _check_aware(since=since, until=until)
         attempts = self._attempts
         query = sa.select(attempts).order_by(
             attempts.c.finished_at.desc(), attempts.c.attempt.desc(), attempts.c.id
@@ -118,6 +128,8 @@ class HistoryStore:
                 polls.c.state.in_(_TERMINAL),
                 polls.c.callbacks_pending.is_(False),
                 polls.c.finished_at < cutoff,
+                # A deleted poll's recorded attempts go with it.
+                cascade=attempts.c.poll_id,
             )
         if retention.max_runs_per_job is not None:
             deleted_runs += self._keep_newest(
@@ -125,7 +137,8 @@ class HistoryStore:
                 runs.c.job_id,
                 runs.c.scheduled_at,
                 retention.max_runs_per_job,
-                runs.c.state != JobRunState.RUNNING.value,
+                # Only ended runs: a queued run (run now) is work still to do.
+                runs.c.finished_at.is_not(None),
             )
         if retention.max_attempts_per_poll is not None:
             deleted_attempts += self._keep_newest(
@@ -135,7 +148,10 @@ class HistoryStore:
             job_runs=deleted_runs, poll_attempts=deleted_attempts, polls=deleted_polls
         )
 
-    def _delete_where(self, table: sa.Table, *conditions: Any) -> int:
+    def _delete_where(
+        self, table: sa.Table, *conditions: Any, cascade: sa.Column[Any] | None = None
+    ) -> int:
+        """Delete matching rows in batches; with `cascade`, also the rows naming them."""
         deleted = 0
         while True:
             with self._db.transaction() as connection:
@@ -145,6 +161,8 @@ class HistoryStore:
                     .all()
                 )
                 if ids:
+                    if cascade is not None:
+                        connection.execute(sa.delete(cascade.table).where(cascade.in_(ids)))
                     connection.execute(sa.delete(table).where(table.c.id.in_(ids)))
             deleted += len(ids)
             if len(ids) < _PRUNE_BATCH:

@@ -13,6 +13,7 @@ from .exceptions import (
     ConfigurationError,
     InvalidArgumentsError,
     InvalidTriggerError,
+    JobConflictError,
     JobNotFoundError,
 )
 from .job_store import TRIGGER_ADAPTER
@@ -63,14 +64,17 @@ class JobOperations(PollerCore):
             try:
                 existing = await self.get_job(declared.job_id)
             except JobNotFoundError:
-                await self.add_job(
-                    declared.function,
-                    declared.trigger,
-                    arguments=declared.arguments,
-                    job_id=declared.job_id,
-                    **declared.options,
-                )
-                continue
+                try:
+                    await self.add_job(
+                        declared.function,
+                        declared.trigger,
+                        arguments=declared.arguments,
+                        job_id=declared.job_id,
+                        **declared.options,
+                    )
+                    continue
+                except JobConflictError:  # another process, starting too, added it first
+                    existing = await self.get_job(declared.job_id)
             try:
                 wanted = TRIGGER_ADAPTER.validate_python(declared.trigger)
             except ValidationError as exc:

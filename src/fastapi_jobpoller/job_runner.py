@@ -16,6 +16,8 @@ __all__ = ["JobRunner"]
 _EVENT_OF_UNRUN_STATE = {
     JobRunState.MISSED: EventType.JOB_MISSED,
     JobRunState.SKIPPED: EventType.JOB_MAX_INSTANCES,
+    # Given up on after its workers were lost too often.
+    JobRunState.FAILED: EventType.JOB_ERROR,
 }
 
 
@@ -56,7 +58,8 @@ class JobRunner:
             )
 
     def report_unrun(self, run: dict[str, Any]) -> None:
-        """Tell listeners about a tick recorded as missed or skipped (max instances)."""
+        """Tell listeners about a run recorded without running: missed, skipped (max
+        instances), or failed after its workers were lost too often."""
         self._event(
             _EVENT_OF_UNRUN_STATE[JobRunState(run["state"])],
             run,
@@ -78,7 +81,7 @@ class JobRunner:
             if isinstance(exc, TimeoutError):
                 error = f"run timed out: {error}"
         duration = time.monotonic() - started
-        await write_through_outages(
+        landed = await write_through_outages(
             self._database_pool,
             self._store.finish_run,
             run,
@@ -89,6 +92,9 @@ class JobRunner:
             traceback=trace,
             now=utcnow(),
         )
+        if not landed:
+            # The lease was lost meanwhile: the process that holds the run now reports it.
+            return
         self._event(
             EventType.JOB_EXECUTED if state is JobRunState.SUCCEEDED else EventType.JOB_ERROR,
             run,

@@ -266,7 +266,11 @@ class JobStore:
     def claim_runs(
         self, *, worker: str, now: datetime, lease_until: datetime, limit: int
     ) -> list[dict[str, Any]]:
-        """Lease queued runs (run now) and runs whose worker's lease expired."""
+        """Lease queued runs (run now) and runs whose worker's lease expired.
+
+        A run whose workers were lost too often is marked failed instead, and returned
+        too (in state failed), so that it is reported.
+        """
         runs = self._runs
         due = sa.select(runs).where(runs.c.due_at <= now).order_by(runs.c.due_at).limit(limit)
         if self._db.skip_locked:
@@ -276,16 +280,17 @@ class JobStore:
             for row in connection.execute(due).all():
                 run = dict(row._mapping)
                 if run["attempt"] >= _MAX_RUN_ATTEMPTS:
+                    given_up = {
+                        "state": JobRunState.FAILED.value,
+                        "due_at": None,
+                        "finished_at": now,
+                        "error": f"worker lost {run['attempt']} times; not run again",
+                    }
                     connection.execute(
-                        sa.update(runs)
-                        .where(runs.c.id == run["id"])
-                        .values(
-                            state=JobRunState.FAILED.value,
-                            due_at=None,
-                            finished_at=now,
-                            error=f"worker lost {run['attempt']} times; not run again",
-                        )
+                        sa.update(runs).where(runs.c.id == run["id"]).values(**given_up)
                     )
+                    run.update(given_up)
+                    claimed.append(run)
                     continue
                 lease = {
                     "state": JobRunState.RUNNING.value,

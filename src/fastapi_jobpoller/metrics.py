@@ -101,21 +101,18 @@ class PollerMetrics:
     async def observe(self, event: Event) -> None:
         """Update the series from one event."""
         function = event.function or ""
-        if event.type in _POLL_ATTEMPT_OUTCOMES and event.attempt is not None:
-            outcome = (
-                "error"
-                if event.error and event.type is EventType.POLL_PENDING
-                else (event.outcome or event.type.value)
-            )
-            self.poll_attempts.labels(function, outcome).inc()
-            if event.duration is not None:
-                self.duration.labels("poll", function).observe(event.duration)
+        if event.type in _POLL_ATTEMPT_OUTCOMES and event.duration is not None:
+            # Only an attempt that ran has a duration (not a poll found past its deadline,
+            # nor one whose function this process lacks); an attempt that raised has the
+            # outcome `error`, as in the attempt history.
+            self.poll_attempts.labels(function, event.outcome or event.type.value).inc()
+            self.duration.labels("poll", function).observe(event.duration)
         elif event.type in _JOB_RUN_OUTCOMES:
             self.job_runs.labels(function, event.type.value.removeprefix("job_")).inc()
             if event.duration is not None:
                 self.duration.labels("job", function).observe(event.duration)
         elif event.type is EventType.POLL_CALLBACK_FAILED:
-            self.callback_failures.labels(function).inc()
+            self.callback_failures.labels(event.details.get("callback", "")).inc()
         if event.started_at is not None and event.scheduled_at is not None:
             kind = "job" if event.job_id is not None else "poll"
             late = (event.started_at - event.scheduled_at).total_seconds()

@@ -147,6 +147,7 @@ class PollRunner:
             history=history,
             duration=time.monotonic() - started,
             traceback=outcome.traceback if isinstance(outcome, AttemptError) else None,
+            errored=isinstance(outcome, AttemptError),
         )
 
     def _history_row(
@@ -213,11 +214,14 @@ class PollRunner:
         duration: float | None = None,
         traceback: str | None = None,
         uncount: bool = False,
+        errored: bool = False,
     ) -> None:
+        # An attempt that raised has the outcome `error`, as in its history row, whatever
+        # state it left the poll in.
         event_fields = {
             "attempt": row["attempts"],
             "duration": duration,
-            "outcome": transition.state.value,
+            "outcome": "error" if errored else transition.state.value,
             "progress": transition.progress,
             "error": transition.error,
             "traceback": traceback,

@@ -7,6 +7,7 @@ ever make the process call something its code registered.
 import importlib
 import inspect
 import json
+import types
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -36,6 +37,9 @@ class RegisteredFunction:
     executor: Executor
     max_concurrency: int | None
     arguments_model: type[BaseModel]
+    # Parameter name -> the JSON types its validation returns unchanged (None: any);
+    # None when some parameter needs real validation (see `_plain_parameters`).
+    plain_parameters: dict[str, tuple[type, ...] | None] | None = None
 
     def validate_arguments(self, arguments: Mapping[str, Any] | None) -> dict[str, Any]:
         """Check `arguments` against the signature and return their JSON form.
@@ -71,6 +75,15 @@ class RegisteredFunction:
 
     def bind_arguments(self, stored: Mapping[str, Any]) -> dict[str, Any]:
         """Turn stored JSON arguments back into the typed keyword arguments of a call."""
+        plain = self.plain_parameters
+        if plain is not None and len(stored) == len(plain):
+            # Every parameter is a str, int, bool, None or Any that validation would return
+            # as it is: skip building a model per attempt when the values have those types.
+            for name, kinds in plain.items():
+                if name not in stored or (kinds is not None and type(stored[name]) not in kinds):
+                    break
+            else:
+                return dict(stored)
         model = self.arguments_model.model_validate(dict(stored))
         return {name: getattr(model, name) for name in type(model).model_fields}
 
@@ -105,6 +118,38 @@ def _arguments_model(name: str, func: Callable[..., Any]) -> type[BaseModel]:
         raise ConfigurationError(
             f"{name!r}: its parameters must have JSON-compatible types: {exc}"
         ) from None
+
+
+_PLAIN_TYPES: tuple[type, ...] = (str, int, bool, type(None))
+
+
+def _plain_parameters(func: Callable[..., Any]) -> dict[str, tuple[type, ...] | None] | None:
+    """Return each parameter's JSON types that validation leaves unchanged, if all have some.
+
+    `str`, `int`, `bool`, `None`, unions of them and `Any` qualify; anything else
+    (floats, which JSON may hand back as ints, containers, models, constraints) does not.
+    """
+    try:
+        hints = typing.get_type_hints(func, include_extras=True)
+    except Exception:
+        return None
+    plain: dict[str, tuple[type, ...] | None] = {}
+    for parameter in inspect.signature(func).parameters.values():
+        annotation = hints.get(parameter.name, Any)
+        if annotation is Any:
+            plain[parameter.name] = None
+            continue
+        members = typing.get_args(annotation) if _is_union(annotation) else (annotation,)
+        kinds = tuple(type(None) if member is None else member for member in members)
+        if not kinds or not all(kind in _PLAIN_TYPES for kind in kinds):
+            return None
+        plain[parameter.name] = kinds
+    return plain
+
+
+def _is_union(annotation: Any) -> bool:
+    origin = typing.get_origin(annotation)
+    return origin is typing.Union or origin is types.UnionType
 
 
 def _check_importable(name: str, func: Callable[..., Any]) -> None:
@@ -171,6 +216,7 @@ class Registry:
             executor=executor,
             max_concurrency=max_concurrency,
             arguments_model=_arguments_model(name, func),
+            plain_parameters=_plain_parameters(func),
         )
         self._functions[(kind, name)] = registered
         return registered

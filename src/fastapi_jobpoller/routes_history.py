@@ -1,10 +1,10 @@
 """The history routes of the management API (job runs, poll attempts) and metrics."""
 
 # No `from __future__ import annotations`: FastAPI must see the real annotations.
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Response
+from pydantic import AwareDatetime
 
 from .api_models import Page
 from .models import JobRunInfo, JobRunState, PollAttemptInfo
@@ -19,8 +19,9 @@ def add_history_routes(router: APIRouter, context: RouteContext) -> None:
     Limit = Annotated[int, Query(ge=1, le=settings.max_page_size, description="Page size.")]
     Offset = Annotated[int, Query(ge=0, le=10_000_000, description="Items to skip.")]
     Id = Annotated[str, Path(min_length=1, max_length=191, pattern=NO_NUL)]
-    Since = Annotated[datetime | None, Query(description="Earliest time, inclusive.")]
-    Until = Annotated[datetime | None, Query(description="Latest time, exclusive.")]
+    # With a time zone (`Z` or `+02:00`): a naive time would be ambiguous.
+    Since = Annotated[AwareDatetime | None, Query(description="Earliest time, inclusive.")]
+    Until = Annotated[AwareDatetime | None, Query(description="Latest time, exclusive.")]
     default_limit = context.default_limit
 
     @router.get(
