@@ -71,7 +71,7 @@ class JobPollerSettings(BaseSettings):
         ),
     )
     default_poll_interval: float = Field(
-        default=30.0, gt=0.0, le=86_400.0, description="Seconds between attempts."
+        default=30.0, ge=0.001, le=86_400.0, description="Seconds between attempts."
     )
     default_poll_timeout: float | None = Field(
         default=None,

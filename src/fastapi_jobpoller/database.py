@@ -72,10 +72,10 @@ class Database:
                 with connection.begin():
                     yield connection
         except (exc.OperationalError, exc.InterfaceError) as error:
-            raise DatabaseUnavailableError(f"database unavailable: {error.orig}") from error
+            raise _unavailable(error) from error
         except exc.DBAPIError as error:
             if error.connection_invalidated:
-                raise DatabaseUnavailableError(f"database unavailable: {error.orig}") from error
+                raise _unavailable(error) from error
             raise
 
     def announce_change(self, connection: Connection) -> None:
@@ -145,6 +145,14 @@ class Database:
     def dispose(self) -> None:
         """Close every pooled connection."""
         self.engine.dispose()
+
+
+def _unavailable(error: exc.DBAPIError) -> DatabaseUnavailableError:
+    """Describe an outage without the server's address (it may reach HTTP clients);
+    the driver's own message stays on the exception's `__cause__` for the logs."""
+    return DatabaseUnavailableError(
+        f"the database is unavailable ({type(error.orig).__name__}); retry later"
+    )
 
 
 def _configure_sqlite(engine: Engine) -> None:

@@ -52,13 +52,13 @@ class PollOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     interval: float | None = Field(
-        default=None, gt=0, le=86_400, description="Seconds between attempts."
+        default=None, ge=0.001, le=86_400, description="Seconds between attempts."
     )
     backoff_factor: float = Field(
         default=1.0, ge=1.0, le=100.0, description="Interval multiplier per attempt."
     )
     max_interval: float | None = Field(
-        default=None, gt=0, le=86_400, description="Cap of the backed-off interval."
+        default=None, ge=0.001, le=86_400, description="Cap of the backed-off interval."
     )
     jitter: float = Field(
         default=0.0, ge=0, le=3600, description="Up to this many seconds added at random."
