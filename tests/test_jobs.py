@@ -620,7 +620,7 @@ async def add_then_stop(make_poller: PollerFactory, **job_options: Any) -> tuple
     poller = make_poller()
     register_counter(poller)
     async with poller:
-        start = utcnow() + timedelta(seconds=0.4)
+        start = utcnow() + timedelta(seconds=1.5)
         job = await poller.add_job(
             "counter", IntervalTrigger(seconds=0.1, start_date=start), **job_options
         )
