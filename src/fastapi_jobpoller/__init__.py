@@ -36,7 +36,7 @@ from .poller import JobPoller as JobPoller
 from .router import get_jobs_router as get_jobs_router
 from .router import jobpoller_error_handler as jobpoller_error_handler
 
-__version__ = "0.1.0.dev0"
+__version__ = "0.1.0"
 
 __all__ = [
     "ConfigurationError",

@@ -38,10 +38,13 @@ logger = logging.getLogger(__name__)
 # Threads for database calls: one claims while another writes outcomes back.
 _DATABASE_THREADS = 2
 # Longest pause between tries while the database is unreachable.
-_MAX_OUTAGE_BACKOFF_SECONDS = 5.0
+# (Work must resume within 5 s of the database coming back.)
+_MAX_OUTAGE_BACKOFF_SECONDS = 2.0
 # Pause before renewing leases again after a renewal failed (instead of a third of a
 # lease): leases survive an outage of up to about two thirds of `lease_seconds`.
 _RENEW_RETRY_SECONDS = 0.5
+# Longest wait at shutdown for the database threads to finish their last call.
+_DATABASE_JOIN_SECONDS = 5.0
 _DATABASE_ERRORS = (DatabaseUnavailableError, sa_exc.SQLAlchemyError)
 # While due polls keep the loop busy, it looks for job ticks and queued job runs at most
 # this often (two transactions per look), unless a change wakes it or a job is known due.
@@ -178,6 +181,10 @@ class Dispatcher:
             )
         self._caller.shutdown()
         self._database_pool.shutdown(wait=False)
+        # Let the database threads return their connections before the engine is
+        # disposed; one stuck on an unreachable server is left behind (a daemon).
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self._database_pool.join, _DATABASE_JOIN_SECONDS)
         self._tasks = []
 
     def _release_leases(self) -> None:
@@ -343,11 +350,13 @@ class Dispatcher:
         while True:
             await asyncio.sleep(pause)
             pause = period
-            if not self._in_flight:
+            if not self._in_flight and not self._pending_writes:
                 continue
             lease_until = utcnow() + timedelta(seconds=self._settings.lease_seconds)
             working = list(self._in_flight.values())
+            # Rows whose outcome waits in the write buffer are still held too.
             polls = [row_id for kind, row_id in working if kind == "poll"]
+            polls += [update["id"] for update in self._pending_writes]
             runs = [row_id for kind, row_id in working if kind == "run"]
             try:
                 if polls:
@@ -386,17 +395,21 @@ class Dispatcher:
         self._writes_waiting.set()
 
     async def _write_loop(self) -> None:
+        failing = False
         while True:
             await self._writes_waiting.wait()
             self._writes_waiting.clear()
             try:
                 await self._flush_writes()
+                failing = False
             except _DATABASE_ERRORS as error:
-                logger.warning(
-                    "could not write poll outcomes; retrying: %s",
-                    error,
-                    extra={"event": "outcome_write_failed"},
-                )
+                if not failing:  # once per outage, not once a second
+                    logger.warning(
+                        "could not write poll outcomes; retrying: %s",
+                        error,
+                        extra={"event": "outcome_write_failed"},
+                    )
+                failing = True
                 await asyncio.sleep(1.0)
                 self._writes_waiting.set()
 
