@@ -66,9 +66,19 @@ class FunctionCaller:
             TimeoutError: It ran longer than the `attempt_timeout` setting.
             Exception: Whatever the function raised.
         """
+        # Without max_concurrency, the engine's own bound (async_concurrency tasks in
+        # flight, one call each) is the limit: no semaphore to pass per call.
+        if function.max_concurrency is None:
+            return await self._call(function, args, kwargs)
+        async with self._semaphore(function):
+            return await self._call(function, args, kwargs)
+
+    async def _call(
+        self, function: RegisteredFunction, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
         # asyncio.timeout, not wait_for: an `async def` runs in this task instead of a new
         # one, and a thread's outcome comes back without an extra future per call.
-        async with self._semaphore(function), asyncio.timeout(self._settings.attempt_timeout):
+        async with asyncio.timeout(self._settings.attempt_timeout):
             if function.is_async:
                 return await function.func(*args, **kwargs)
             loop = asyncio.get_running_loop()

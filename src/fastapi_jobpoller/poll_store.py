@@ -5,6 +5,7 @@ Outcome writes are fenced: they only land while the row is still leased by this 
 for the same attempt, so a late result from a process that lost its lease is ignored.
 """
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -44,6 +45,7 @@ class PollStore:
         self._db = database
         self._table = database.tables.polls
         self._attempts = database.tables.poll_attempts
+        self._write_pending_sql: sa.TextClause | None = None
 
     def insert(self, row: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
         """Insert a new poll, or return the existing one with that id.
@@ -235,7 +237,9 @@ class PollStore:
             .returning(*table.c, due.c.due_at)
         )
         with self._db.transaction() as connection:
-            rows = [dict(r._mapping) for r in connection.execute(statement)]
+            result = connection.execute(statement)
+            keys = list(result.keys())
+            rows = [dict(zip(keys, row, strict=True)) for row in result]
         rows.sort(key=lambda row: row["due_at"])
         attempts, expired, callbacks = [], [], []
         for row in rows:
@@ -261,6 +265,9 @@ class PollStore:
         `history` rows go to the attempts table in the same transaction.
         """
         if not updates:
+            return
+        if self._db.dialect_name == "postgresql":
+            self._write_pending_arrays(updates, worker=worker, history=history)
             return
         table = self._table
         statement = (
@@ -299,6 +306,53 @@ class PollStore:
         ]
         with self._db.transaction() as connection:
             connection.execute(statement, parameters)
+            if history:
+                connection.execute(sa.insert(self._attempts), list(history))
+
+    def _write_pending_arrays(
+        self,
+        updates: Sequence[Mapping[str, Any]],
+        *,
+        worker: str,
+        history: Sequence[Mapping[str, Any]],
+    ) -> None:
+        """`write_pending` as one UPDATE joined to arrays (PostgreSQL).
+
+        One statement with eight array parameters instead of one execution per row: the
+        same rows change, fenced the same way, for far less work per row on both sides.
+        """
+        if self._write_pending_sql is None:
+            name = self._db.engine.dialect.identifier_preparer.format_table(self._table)
+            self._write_pending_sql = sa.text(
+                f"UPDATE {name} AS p SET state = :pending, attempts = v.new_attempts, "
+                "consecutive_errors = v.errors, next_poll_at = v.next_at, "
+                "progress = CAST(v.progress AS json), error = v.error, updated_at = v.now, "
+                "lease_owner = NULL, lease_expires_at = NULL "
+                "FROM unnest(CAST(:ids AS varchar[]), CAST(:attempts AS integer[]), "
+                "CAST(:new_attempts AS integer[]), CAST(:errors AS integer[]), "
+                "CAST(:next_at AS timestamp[]), CAST(:progress AS text[]), "
+                "CAST(:error AS text[]), CAST(:now AS timestamp[])) "
+                "AS v(id, attempts, new_attempts, errors, next_at, progress, error, now) "
+                "WHERE p.id = v.id AND p.attempts = v.attempts AND p.lease_owner = :worker "
+                "AND p.state = :running"
+            )
+        parameters = {
+            "pending": PollState.PENDING.value,
+            "running": PollState.RUNNING.value,
+            "worker": worker,
+            "ids": [u["id"] for u in updates],
+            "attempts": [u["attempts"] for u in updates],
+            "new_attempts": [u["new_attempts"] for u in updates],
+            "errors": [u["consecutive_errors"] for u in updates],
+            "next_at": [_naive_utc(u["next_poll_at"]) for u in updates],
+            "progress": [
+                None if u["progress"] is None else json.dumps(u["progress"]) for u in updates
+            ],
+            "error": [u["error"] for u in updates],
+            "now": [_naive_utc(u["updated_at"]) for u in updates],
+        }
+        with self._db.transaction() as connection:
+            connection.execute(self._write_pending_sql, parameters)
             if history:
                 connection.execute(sa.insert(self._attempts), list(history))
 
@@ -418,6 +472,15 @@ _IDS_PER_STATEMENT = 500
 
 def _chunks(ids: Sequence[str]) -> list[Sequence[str]]:
     return [ids[i : i + _IDS_PER_STATEMENT] for i in range(0, len(ids), _IDS_PER_STATEMENT)]
+
+
+def _naive_utc(value: datetime) -> datetime:
+    # What UTCDateTime stores, for parameters that bypass the column type.
+    return (
+        value.replace(tzinfo=None)
+        if value.tzinfo is UTC
+        else value.astimezone(UTC).replace(tzinfo=None)
+    )
 
 
 def _aware(value: datetime) -> datetime:

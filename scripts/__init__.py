@@ -1,0 +1,1 @@
+"""Developer scripts: docs generation (the `check` script is plain bash)."""
