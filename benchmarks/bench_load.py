@@ -1,8 +1,16 @@
 """HTTP load for the submit API, from its own process, over loopback only.
 
-`python bench_load.py PORT CONCURRENCY MAX_REQUESTS MAX_SECONDS` sends `POST /submit`
-from CONCURRENCY threads, each with one keep-alive connection, until MAX_REQUESTS were
-sent or MAX_SECONDS passed, and prints one JSON line: the latencies and errors.
+`python bench_load.py PORT CONCURRENCY MAX_REQUESTS MAX_SECONDS [RATE]` sends
+`POST /submit` from CONCURRENCY threads, each with one keep-alive connection, until
+MAX_REQUESTS were sent or MAX_SECONDS passed, and prints one JSON line: the latencies
+and errors.
+
+Without RATE the clients are a closed loop: each sends its next request as soon as the
+last one is answered, which measures the most requests per second the app serves (its
+latency is then mostly the clients' own queue: 10 clients / rate). With RATE (requests
+per second) the load is an open loop: request k is due at start + k / RATE, whichever
+client is free sends it, and its latency counts from when it was due, not from when it
+was sent, so a stalled app cannot hide its stall by slowing the clients down.
 """
 
 import http.client
@@ -19,17 +27,28 @@ _HEADERS = {"Content-Type": "application/json"}
 def main() -> None:
     port, concurrency, max_requests = (int(value) for value in sys.argv[1:4])
     max_seconds = float(sys.argv[4])
+    rate = float(sys.argv[5]) if len(sys.argv) > 5 else None
     tickets = itertools.count()
     latencies: list[float] = []
     errors: list[str] = []
     lock = threading.Lock()
-    deadline = time.monotonic() + max_seconds
+    origin = time.perf_counter() + 0.05
+    deadline = origin + max_seconds
 
     def worker() -> None:
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         mine: list[float] = []
-        while next(tickets) < max_requests and time.monotonic() < deadline:
-            started = time.perf_counter()
+        while True:
+            ticket = next(tickets)
+            if ticket >= max_requests:
+                break
+            if rate is None:
+                started = time.perf_counter()
+            else:
+                started = origin + ticket / rate
+                time.sleep(max(started - time.perf_counter(), 0.0))
+            if started >= deadline:
+                break
             try:
                 connection.request("POST", "/submit", body=_BODY, headers=_HEADERS)
                 response = connection.getresponse()
@@ -49,15 +68,15 @@ def main() -> None:
         with lock:
             latencies.extend(mine)
 
-    started = time.monotonic()
     threads = [threading.Thread(target=worker) for _ in range(concurrency)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    elapsed = time.monotonic() - started
+    elapsed = min(time.perf_counter(), deadline) - origin
     result = {
         "elapsed": elapsed,
+        "rate": rate,
         "latencies": latencies,
         "error_count": len(errors),
         "errors": errors[:20],

@@ -25,6 +25,14 @@ def _cpu(process: psutil.Process) -> float | None:
     return float(times.user + times.system)
 
 
+def _children_cpu(process: psutil.Process) -> float | None:
+    try:
+        times = process.cpu_times()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
+    return float(times.children_user + times.children_system)
+
+
 def _busy_seconds() -> float:
     times = psutil.cpu_times()
     idle = times.idle + getattr(times, "iowait", 0.0)
@@ -51,8 +59,9 @@ class _Track:
         self.first.setdefault(pid, cpu)
         self.last[pid] = cpu
 
-    def seconds(self) -> float:
-        return sum(self.last[pid] - self.first[pid] for pid in self.last)
+    def seconds(self, only: set[int] | None = None) -> float:
+        pids = self.last if only is None else only & self.last.keys()
+        return sum(self.last[pid] - self.first[pid] for pid in pids)
 
 
 class Sampler:
@@ -72,6 +81,8 @@ class Sampler:
         self._app = _Track()
         self._backends = _Track()
         self._postgres = _Track()
+        self._postgres_children = _Track()
+        self._postgres_alive: set[int] = set()
         self._others = _Track()
         self._backend_processes: dict[int, psutil.Process] = {}
         self.rss_peak = 0
@@ -116,9 +127,19 @@ class Sampler:
                     except psutil.NoSuchProcess:
                         continue
                 self._backends.see(pid, _cpu(self._backend_processes[pid]))
-        for process in psutil.process_iter(["username", "name"]):
-            if process.info["username"] == "postgres" or process.info["name"] == "postgres":
-                self._postgres.see(process.pid, _cpu(process))
+        postgres = [
+            process
+            for process in psutil.process_iter(["username", "name", "ppid"])
+            if process.info["username"] == "postgres" or process.info["name"] == "postgres"
+        ]
+        postgres_pids = {process.pid for process in postgres}
+        self._postgres_alive = postgres_pids
+        for process in postgres:
+            self._postgres.see(process.pid, _cpu(process))
+            if process.info["ppid"] not in postgres_pids:
+                # The postmaster: backends that exited (pool overflow connections come and
+                # go) leave their CPU time in its children's times.
+                self._postgres_children.see(process.pid, _children_cpu(process))
 
     def stop(self) -> dict[str, Any]:
         """Stop sampling; return CPU in % of one core and RSS in MiB."""
@@ -129,7 +150,10 @@ class Sampler:
         machine = (_busy_seconds() - self._busy_before) / wall
         app = self._app.seconds() / wall
         backends = self._backends.seconds() / wall
-        postgres = self._postgres.seconds() / wall
+        # Processes that exited are counted once, through the postmaster's children times.
+        postgres = (
+            self._postgres.seconds(self._postgres_alive) + self._postgres_children.seconds()
+        ) / wall
         extra = self._others.seconds() / wall
         return {
             "cpu_app": 100 * app,

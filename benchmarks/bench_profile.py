@@ -112,13 +112,23 @@ def summarise(
             inclusive[name] += count
     lines = [f"# Profile: {path.name}", ""]
     if result is not None:
-        lines += [
-            f"Run: {result['polls']:,} polls, {result.get('rate', 0):,.0f} attempts/s, "
-            f"app CPU {result['cpu_app']:.0f} %, lateness p99 "
-            f"{result['lateness']['p99']:.3f} s; {total:,} samples (py-spy, 200 Hz, all "
-            "threads, idle excluded).",
-            "",
-        ]
+        text = f"Run: {result['scenario']}, {result['polls']:,} polls"
+        if "rate" in result:
+            text += (
+                f", {result['rate']:,.0f} attempts/s, lateness p99 "
+                f"{result['lateness']['p99']:.3f} s"
+            )
+        if "submit" in result:
+            submit = result["submit"]
+            text += (
+                f", submit {submit['rps']:,.0f} requests/s, p99 "
+                f"{1000 * submit['latency']['p99']:.0f} ms"
+            )
+        text += (
+            f"; app CPU {result['cpu_app']:.0f} %; {total:,} samples (py-spy, 200 Hz, "
+            "threads holding the GIL)."
+        )
+        lines += [text, ""]
     if trace is not None and trace.exists():
         lines += _trace_table(trace, result)
     lines += ["## Samples per thread (holding the GIL)", "", "| thread | share |", "|---|---|"]

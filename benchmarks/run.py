@@ -56,6 +56,7 @@ class Options:
     designs: tuple[str, ...]
     keep_logs: bool
     library_path: str | None = None
+    jobpoller_settings: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -70,7 +71,11 @@ class Scenario:
     startup: bool = False
     async_poll: bool = False
     designs: tuple[str, ...] = DESIGNS
-    extra: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)  # for our library's apps
+
+
+# The steady load of the submit scenarios' second phase, requests per second.
+SUBMIT_RATE = 100.0
 
 
 def log(message: str) -> None:
@@ -248,6 +253,7 @@ def run_design(
                 "port": free_port(),
                 "async_poll": scenario.async_poll,
                 "trace": profile_to is not None,
+                "settings": {**options.jobpoller_settings, **scenario.settings},
             }
             apps.append(AppProcess(config, work / f"app-{number}.log", options.library_path))
         sampler = Sampler([app.process.pid for app in apps], backend_pids=backend_pids)
@@ -284,20 +290,23 @@ def run_design(
                 stderr=subprocess.DEVNULL,
             )
         if scenario.submit:
-            load = subprocess.Popen(
-                [
+            # Two phases: the most requests the app serves (closed loop), then the latency
+            # of a steady SUBMIT_RATE requests/s, counted from when each was due.
+            for key, rate in (("submit", None), ("submit_paced", SUBMIT_RATE)):
+                command = [
                     sys.executable,
                     str(HERE / "bench_load.py"),
                     str(apps[0].port),
                     "10",
                     str(options.submit_requests),
                     str(options.submit_seconds),
-                ],
-                stdout=subprocess.PIPE,
-            )
-            sampler.add(load.pid)
-            output, _ = load.communicate(timeout=options.submit_seconds + 120)
-            result["submit"] = submit_figures(json.loads(output))
+                ]
+                load = subprocess.Popen(
+                    command + ([] if rate is None else [str(rate)]), stdout=subprocess.PIPE
+                )
+                sampler.add(load.pid)
+                output, _ = load.communicate(timeout=options.submit_seconds + 120)
+                result[key] = submit_figures(json.loads(output))
         else:
             time.sleep(max(start + options.duration - time.time(), 0.0))
         end = time.time()
@@ -351,6 +360,9 @@ def summary(result: dict[str, Any]) -> str:
     if "submit" in result:
         submit = result["submit"]
         parts.append(f"submit {submit['rps']:.0f} req/s p99 {submit['latency']['p99']}")
+    if "submit_paced" in result:
+        paced = result["submit_paced"]["latency"]
+        parts.append(f"at {SUBMIT_RATE:.0f} req/s p50 {paced['p50']} p99 {paced['p99']}")
     if "first_attempt_seconds" in result:
         parts.append(f"first attempt after {result['first_attempt_seconds']}")
     parts.append(f"app {result['cpu_app']:.0f}% rss {result['rss_peak_mib']:.0f} MiB")
@@ -375,9 +387,20 @@ def scenarios_for(quick: bool) -> list[Scenario]:
         Scenario("startup-100000", 100_000, startup=True),
         Scenario("two-processes-10000", 10000, processes=2),
         Scenario("sqlite-1000", 1000, database="sqlite"),
+        SUBMIT_TUNED,
     ]
 
 
+# The submit API with more pooled connections: with the default 5 (plus 10 overflow
+# connections that close when returned), 10 concurrent clients make PostgreSQL fork a
+# backend for most requests.
+SUBMIT_TUNED = Scenario(
+    "submit-5000-pool15",
+    5000,
+    submit=True,
+    designs=("jobpoller",),
+    settings={"database_pool_size": 15},
+)
 EXTRA_SCENARIOS = [
     Scenario("async-5000", 5000, async_poll=True, designs=("jobpoller",)),
     Scenario("async-10000", 10000, async_poll=True, designs=("jobpoller",)),
@@ -389,7 +412,12 @@ EXTRA_SCENARIOS = [
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="N=1,000 and 5,000, 10 s each")
-    parser.add_argument("--profile", action="store_true", help="profile our engine instead")
+    parser.add_argument(
+        "--profile",
+        nargs="?",
+        const="polls-5000,polls-10000",
+        help="profile our library's app instead (py-spy) in these scenarios",
+    )
     parser.add_argument("--url", default=DEFAULT_URL, help="PostgreSQL URL (database `test`)")
     parser.add_argument("--duration", type=float, help="measurement window, seconds")
     parser.add_argument("--scenarios", help="comma-separated scenario names to run")
@@ -400,6 +428,12 @@ def main() -> None:
     parser.add_argument("--work-dir", type=Path, help="keep raw files here")
     parser.add_argument(
         "--library-path", help="run the apps on another copy of the library (its src dir)"
+    )
+    parser.add_argument(
+        "--jobpoller-settings",
+        default="{}",
+        help="JSON settings for our library's apps (experiments), e.g. "
+        "'{\"claim_batch_size\": 1000}'",
     )
     args = parser.parse_args()
 
@@ -419,9 +453,10 @@ def main() -> None:
         designs=tuple(args.designs.split(",")),
         keep_logs=args.work_dir is not None,
         library_path=args.library_path,
+        jobpoller_settings=json.loads(args.jobpoller_settings),
     )
     if args.profile:
-        profile(options, work_dir)
+        profile(options, work_dir, args.profile.split(","))
         if args.work_dir is None:
             shutil.rmtree(work_dir, ignore_errors=True)
         return
@@ -482,17 +517,18 @@ def versions() -> dict[str, str]:
     return found
 
 
-def profile(options: Options, work_dir: Path) -> None:
-    """Profile our engine (py-spy, all threads) at N = 5,000 and 10,000."""
+def profile(options: Options, work_dir: Path, names: list[str]) -> None:
+    """Profile our library's app (py-spy, threads holding the GIL) in some scenarios."""
     from bench_profile import summarise
 
-    for count in (5000, 10000):
-        scenario = Scenario(f"profile-{count}", count, designs=("jobpoller",))
-        raw = work_dir / f"profile-{count}.txt"  # py-spy's raw stacks: large, not kept
+    known = {s.name: s for s in scenarios_for(False) + EXTRA_SCENARIOS}
+    for name in names:
+        scenario = known[name]
+        raw = work_dir / f"profile-{name}.txt"  # py-spy's raw stacks: large, not kept
         result = run_design(scenario, "jobpoller", options, profile_to=raw)
         log("  " + summary(result))
-        report = HERE / f"profile-{count}.md"
-        trace = options.work_dir / f"profile-{count}-jobpoller" / "attempts-0.trace.json"
+        report = HERE / f"profile-{name}.md"
+        trace = options.work_dir / f"{name}-jobpoller" / "attempts-0.trace.json"
         report.write_text(summarise(raw, result, trace=trace))
         log(f"  wrote {report.name}")
 

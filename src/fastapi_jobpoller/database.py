@@ -78,11 +78,16 @@ class Database:
                 raise _unavailable(error) from error
             raise
 
-    def announce_change(self, connection: Connection) -> None:
-        """Wake the other processes when this transaction commits (PostgreSQL only)."""
+    def announce_change(self, connection: Connection, subject: str = "jobs") -> None:
+        """Wake the other processes when this transaction commits (PostgreSQL only).
+
+        `subject` ("polls" or "jobs") is the payload: a poll change does not make the
+        listeners look for job work.
+        """
         if self.notifies:
             connection.execute(
-                sa.text("SELECT pg_notify(:channel, '')"), {"channel": self.change_channel}
+                sa.text("SELECT pg_notify(:channel, :subject)"),
+                {"channel": self.change_channel, "subject": subject},
             )
 
     def ping(self) -> None:

@@ -49,6 +49,9 @@ _DATABASE_ERRORS = (DatabaseUnavailableError, sa_exc.SQLAlchemyError)
 # While due polls keep the loop busy, it looks for job ticks and queued job runs at most
 # this often (two transactions per look), unless a change wakes it or a job is known due.
 _JOB_LOOK_PERIOD_SECONDS = 0.25
+# Wakes (local changes, NOTIFYs) make it look sooner, but not more often than this: a
+# burst of submits must not turn into a burst of job claims.
+_JOB_LOOK_MIN_SECONDS = 0.05
 # After a claim that found due polls but not a full batch, the loop waits this long
 # before claiming again instead of asking for the next due time: under steady load the
 # next polls are due within milliseconds, and one claim per pause gathers them all.
@@ -145,10 +148,11 @@ class Dispatcher:
         """Return how many attempts and runs this process is executing."""
         return len(self._in_flight)
 
-    def wake(self) -> None:
-        """Look for due work now (after a local submit or change)."""
+    def wake(self, jobs: bool = True) -> None:
+        """Look for due work now (after a local submit or change); `jobs`: job work too."""
         if self._tasks:
-            self._look_for_jobs = True
+            if jobs:
+                self._look_for_jobs = True
             self._wake.set()
 
     async def stop(self, grace: float) -> None:
@@ -227,7 +231,8 @@ class Dispatcher:
                     continue
                 idle = self._settings.idle_wait_seconds
                 if self._last_claim_size:
-                    await self._sleep(min(idle, _CLAIM_GATHER_SECONDS))
+                    # Not cut short by wakes: the next claim comes within the pause anyway.
+                    await asyncio.sleep(min(idle, _CLAIM_GATHER_SECONDS))
                     continue
                 next_due = await run_in(self._database_pool, self._next_due)
                 delay = idle if next_due is None else (next_due - utcnow()).total_seconds()
@@ -273,9 +278,10 @@ class Dispatcher:
     def _jobs_may_be_due(self, now: datetime) -> bool:
         """Return whether this cycle looks for job work; each look costs two transactions."""
         clock = time.monotonic()
+        since = clock - self._jobs_looked_at
         if (
-            self._look_for_jobs
-            or clock - self._jobs_looked_at >= _JOB_LOOK_PERIOD_SECONDS
+            (self._look_for_jobs and since >= _JOB_LOOK_MIN_SECONDS)
+            or since >= _JOB_LOOK_PERIOD_SECONDS
             or (self._job_due is not None and self._job_due <= now)
         ):
             self._look_for_jobs = False

@@ -23,9 +23,9 @@ _RECONNECT_SECONDS = 2.0
 
 
 class ChangeListener:
-    """A daemon thread that LISTENs on `channel` and calls `on_change` per wake-up."""
+    """A daemon thread that LISTENs on `channel` and calls `on_change(payload)` per wake-up."""
 
-    def __init__(self, url: sa.URL, channel: str, on_change: Callable[[], None]) -> None:
+    def __init__(self, url: sa.URL, channel: str, on_change: Callable[[str], None]) -> None:
         self._url = url.set(drivername="postgresql")
         self._channel = channel
         self._on_change = on_change
@@ -52,8 +52,8 @@ class ChangeListener:
                     connection.execute(f'LISTEN "{self._channel}"')
                     self.listening = True
                     while not self._stop.is_set():
-                        for _ in connection.notifies(timeout=_WAIT_SECONDS, stop_after=1):
-                            self._on_change()
+                        for notify in connection.notifies(timeout=_WAIT_SECONDS, stop_after=1):
+                            self._on_change(notify.payload)
             except psycopg.Error as error:
                 if self.listening:
                     logger.warning(

@@ -81,7 +81,7 @@ class PollOperations(PollerCore):
         row = self._new_poll_row(function, stored_arguments, poll_id, options, utcnow())
         stored, created = await in_thread(lambda: self._polls.insert(row))
         if created:
-            dispatcher.wake()
+            dispatcher.wake(jobs=False)
             self._emit(EventType.POLL_SUBMITTED, poll_id=row["id"], function=function)
         return PollInfo.model_validate(stored), created
 
@@ -173,7 +173,7 @@ class PollOperations(PollerCore):
         """
         dispatcher = self._require_running()
         row = await in_thread(lambda: self._polls.cancel(poll_id, utcnow()))
-        dispatcher.wake()
+        dispatcher.wake(jobs=False)
         self._emit(
             EventType.POLL_CANCELLED,
             poll_id=poll_id,

@@ -137,8 +137,8 @@ class JobPoller(PollOperations, JobOperations):
             loop = asyncio.get_running_loop()
             dispatcher = self._dispatcher
 
-            def wake_from_thread() -> None:
-                loop.call_soon_threadsafe(dispatcher.wake)
+            def wake_from_thread(subject: str) -> None:
+                loop.call_soon_threadsafe(dispatcher.wake, subject != "polls")
 
             self._change_listener = ChangeListener(
                 database.url, database.change_channel, wake_from_thread
