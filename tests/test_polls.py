@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 import anyio
 import anyio.to_thread
 import pytest
+import sqlalchemy as sa
 
 from fastapi_jobpoller import (
     Done,
@@ -962,3 +963,36 @@ async def test_a_restart_resumes_pending_polls(make_poller: PollerFactory) -> No
     assert [f.result for f in finals] == [0, 1, 2]
     assert [f.progress for f in finals] == [f"order {n} waiting" for n in range(3)]
     assert all(f.attempts > b.attempts for f, b in zip(finals, before, strict=True))
+
+
+postgresql_only = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+
+
+@postgresql_only
+async def test_only_polls_due_before_the_next_idle_look_wake_the_other_processes(
+    make_poller: PollerFactory, database_url: str, table_prefix: str
+) -> None:
+    """A new poll wakes the other processes (NOTIFY) only if it is due sooner than they
+    look anyway; later ones cost the submit no notification."""
+    import psycopg
+
+    poller = make_poller(idle_wait_seconds=1.0)
+
+    @poller.poll_function("watch")
+    def watch(n: int) -> Pending:
+        return Pending()
+
+    plain_url = sa.make_url(database_url).set(drivername="postgresql")
+    conninfo = plain_url.render_as_string(hide_password=False)
+    async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as listener:
+        await listener.execute(f'LISTEN "{table_prefix}changes"')
+        async with poller:
+            await poller.start_poll("watch", {"n": 1}, delay=5.0)
+            await poller.start_poll("watch", {"n": 2}, delay=1.0)
+            await poller.start_poll("watch", {"n": 3}, delay=0.5)
+            await poller.start_poll("watch", {"n": 4})
+            payloads = []
+            with anyio.move_on_after(QUIET * 2):
+                async for notify in listener.notifies():
+                    payloads.append(notify.payload)
+    assert payloads == ["polls", "polls"]

@@ -54,9 +54,11 @@ class Database:
         self.tables = Tables(table_prefix)
         self.skip_locked = self.dialect_name in ("postgresql", "mysql", "mariadb")
         self.url = parsed
-        # PostgreSQL with psycopg 3 tells other processes about new work at once.
         self.change_channel = f"{table_prefix}changes"
-        self.notifies = self.dialect_name == "postgresql" and parsed.get_driver_name() == "psycopg"
+        # PostgreSQL through psycopg 3: the driver the engine's fastest paths are written
+        # for, and the one that tells other processes about new work at once.
+        self.psycopg = self.dialect_name == "postgresql" and parsed.get_driver_name() == "psycopg"
+        self.notifies = self.psycopg
 
     @contextmanager
     def transaction(self, *, read_only: bool = False) -> Iterator[Connection]:

@@ -52,6 +52,8 @@ _JOB_LOOK_PERIOD_SECONDS = 0.25
 # Wakes (local changes, NOTIFYs) make it look sooner, but not more often than this: a
 # burst of submits must not turn into a burst of job claims.
 _JOB_LOOK_MIN_SECONDS = 0.05
+# Attempts started per turn of the event loop when a claim brings many.
+_SPAWN_SLICE = 64
 # After a claim that found due polls but not a full batch, the loop waits this long
 # before claiming again instead of asking for the next due time: under steady load the
 # next polls are due within milliseconds, and one claim per pause gathers them all.
@@ -309,8 +311,12 @@ class Dispatcher:
             limit=limit,
         )
         self._last_claim_size = len(claim)
-        for row in claim.attempts:
+        for number, row in enumerate(claim.attempts, 1):
             self._spawn(self._poll_runner.attempt(row), "poll", row["id"])
+            if number % _SPAWN_SLICE == 0:
+                # Let the loop serve what else is ready (requests of the app) between
+                # slices of a large claim, instead of starting them all in one turn.
+                await asyncio.sleep(0)
         for row in claim.expired:
             self._spawn(self._poll_runner.expire(row), "poll", row["id"])
         for row in claim.callbacks:

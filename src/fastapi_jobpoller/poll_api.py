@@ -78,8 +78,12 @@ class PollOperations(PollerCore):
             raise InvalidArgumentsError(f"invalid poll options: {exc}") from None
         for name in options.callbacks:
             self._registry.get("callback", name)
-        row = self._new_poll_row(function, stored_arguments, poll_id, options, utcnow())
-        stored, created = await in_thread(lambda: self._polls.insert(row))
+        now = utcnow()
+        row = self._new_poll_row(function, stored_arguments, poll_id, options, now)
+        # This process is woken below; the others only need a notification for a poll due
+        # before their next look (each looks at least every idle_wait_seconds).
+        announce = options.delay < self.settings.idle_wait_seconds
+        stored, created = await in_thread(lambda: self._polls.insert(row, announce=announce))
         if created:
             dispatcher.wake(jobs=False)
             self._emit(EventType.POLL_SUBMITTED, poll_id=row["id"], function=function)

@@ -7,11 +7,13 @@ process exits even if a thread is stuck.
 """
 
 import asyncio
+import collections
 import functools
 import itertools
 import queue
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from typing import Any, ParamSpec, TypeVar
@@ -147,9 +149,76 @@ def _run_for_loop(
     try:
         result = fn(*args, **kwargs)
     except BaseException as error:
-        _call_on_loop(loop, _settle, future, None, error)
+        _inbox(loop).deliver(future, None, error)
     else:
-        _call_on_loop(loop, _settle, future, result, None)
+        _inbox(loop).deliver(future, result, None)
+
+
+# Outcomes settled per turn of the event loop (see `_Inbox`).
+_SETTLE_SLICE = 64
+
+
+class _Inbox:
+    """Outcomes of thread calls on their way to one event loop.
+
+    Waking a loop from another thread costs a callback handle and a write to its wake-up
+    pipe. Under load, threads finish calls faster than the loop takes them, so outcomes
+    queue here and one wake-up settles those that arrived before the loop got to them,
+    `_SETTLE_SLICE` per turn of the loop.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        # Weak: the inbox is the value of a weak mapping keyed by this loop.
+        self._loop = weakref.ref(loop)
+        self._outcomes: collections.deque[tuple[asyncio.Future[Any], Any, BaseException | None]] = (
+            collections.deque()
+        )
+        self._woken = False
+
+    def deliver(
+        self, future: "asyncio.Future[Any]", result: Any, error: BaseException | None
+    ) -> None:
+        """Hand an outcome to the loop (from any thread)."""
+        # Queue first, then look at the flag; `_settle_all` clears the flag before it
+        # drains: an outcome is either drained by a wake-up already on its way or makes one.
+        self._outcomes.append((future, result, error))
+        loop = self._loop()
+        if not self._woken and loop is not None:
+            self._woken = True
+            _call_on_loop(loop, self._settle_all)
+
+    def _settle_all(self) -> None:
+        outcomes = self._outcomes
+        for _ in range(_SETTLE_SLICE):
+            if not outcomes:
+                break
+            _settle(*outcomes.popleft())
+        loop = self._loop()
+        if loop is None:
+            return
+        if outcomes:
+            # The rest after what else is ready, network events among them: a burst of
+            # outcomes does not hold up a request that arrived meanwhile.
+            loop.call_soon(self._settle_all)
+            return
+        self._woken = False
+        if outcomes and not self._woken:  # queued between the look and the flag
+            self._woken = True
+            loop.call_soon(self._settle_all)
+
+
+_inboxes: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Inbox]" = (
+    weakref.WeakKeyDictionary()
+)
+_inboxes_lock = threading.Lock()
+
+
+def _inbox(loop: asyncio.AbstractEventLoop) -> _Inbox:
+    try:
+        return _inboxes[loop]
+    except KeyError:
+        with _inboxes_lock:
+            return _inboxes.setdefault(loop, _Inbox(loop))
 
 
 def _call_on_loop(
