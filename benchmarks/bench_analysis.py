@@ -112,7 +112,11 @@ def submit_figures(load: dict[str, Any]) -> dict[str, Any]:
     return {
         "requests": int(latencies.size),
         "errors": int(load["error_count"]),
+        "unsent": int(load.get("unsent", 0)),
         "elapsed": float(load["elapsed"]),
-        "rps": latencies.size / float(load["elapsed"]) if load["elapsed"] else 0.0,
+        # Answered requests only: a paced run's unsent ones are in `latencies` as waits.
+        "rps": (latencies.size - int(load.get("unsent", 0))) / float(load["elapsed"])
+        if load["elapsed"]
+        else 0.0,
         "latency": spread,
     }

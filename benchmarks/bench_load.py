@@ -10,7 +10,9 @@ last one is answered, which measures the most requests per second the app serves
 latency is then mostly the clients' own queue: 10 clients / rate). With RATE (requests
 per second) the load is an open loop: request k is due at start + k / RATE, whichever
 client is free sends it, and its latency counts from when it was due, not from when it
-was sent, so a stalled app cannot hide its stall by slowing the clients down.
+was sent, so a stalled app cannot hide its stall by slowing the clients down. Requests
+that fell due in the window but could not be sent before it ended (every client was
+still waiting for an answer) count with the time they had waited by then, a lower bound.
 """
 
 import http.client
@@ -35,20 +37,24 @@ def main() -> None:
     origin = time.perf_counter() + 0.05
     deadline = origin + max_seconds
 
+    sent: set[int] = set()
+
     def worker() -> None:
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         mine: list[float] = []
         while True:
             ticket = next(tickets)
-            if ticket >= max_requests:
+            if ticket >= max_requests or time.perf_counter() >= deadline:
                 break
             if rate is None:
                 started = time.perf_counter()
             else:
                 started = origin + ticket / rate
+                if started >= deadline:
+                    break
                 time.sleep(max(started - time.perf_counter(), 0.0))
-            if started >= deadline:
-                break
+            with lock:
+                sent.add(ticket)
             try:
                 connection.request("POST", "/submit", body=_BODY, headers=_HEADERS)
                 response = connection.getresponse()
@@ -73,10 +79,19 @@ def main() -> None:
         thread.start()
     for thread in threads:
         thread.join()
-    elapsed = min(time.perf_counter(), deadline) - origin
+    ended = time.perf_counter()
+    # Closed loop: until the last answer. Paced: the window (its rate is given anyway).
+    elapsed = ended - origin if rate is None else min(ended, deadline) - origin
+    unsent = 0
+    if rate is not None:
+        due = min(max_requests, int(max_seconds * rate))
+        waited = [ended - (origin + k / rate) for k in range(due) if k not in sent]
+        unsent = len(waited)
+        latencies.extend(waited)
     result = {
         "elapsed": elapsed,
         "rate": rate,
+        "unsent": unsent,
         "latencies": latencies,
         "error_count": len(errors),
         "errors": errors[:20],

@@ -267,7 +267,9 @@ def write_report(results: list[Result], meta: dict[str, Any], path: Path, plot: 
                 submit = result["submit"]
                 paced = result.get("submit_paced")
                 rps = submit["rps"]
-                errors = submit["errors"] + (0 if paced is None else paced["errors"])
+                errors = str(submit["errors"] + (0 if paced is None else paced["errors"]))
+                if paced is not None and paced.get("unsent"):
+                    errors += f" ({paced['unsent']:,} not sent in time)"
                 lines.append(
                     f"| {label} | {_NAMES[result['design']]} | {_num(rps, 0 if rps >= 10 else 1)} "
                     f"| {_spread(submit['latency'], _ms)} "

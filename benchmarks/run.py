@@ -472,9 +472,16 @@ def main() -> None:
         for design in scenario.designs:
             if design not in options.designs:
                 continue
-            result = run_design(scenario, design, options)
+            try:
+                result = run_design(scenario, design, options)
+            except (subprocess.SubprocessError, OSError, RuntimeError, ValueError) as error:
+                # One broken run must not cost the others: reported, and the run goes on.
+                log(f"  {design}: FAILED: {error!r}")
+                continue
             results.append(result)
             log("  " + summary(result))
+            # Kept as it goes: a run stopped halfway still leaves its figures behind.
+            (work_dir / "results-so-far.json").write_text(json.dumps(results, indent=1))
     output = args.output or HERE / ("results-quick.md" if quick else "results.md")
     meta = {
         "command": " ".join(["python", "benchmarks/run.py", *sys.argv[1:]]),
