@@ -235,10 +235,14 @@ class JobPollerSettings(BaseSettings):
         description="Seconds between two pruning passes of a process.",
     )
     database_pool_size: int = Field(
-        default=5,
+        default=10,
         ge=1,
         le=200,
-        description=("Connections kept open to a PostgreSQL or MariaDB/MySQL server, per process."),
+        description=(
+            "Connections kept open to a PostgreSQL or MariaDB/MySQL server, per process, "
+            "once that many were needed at once (up to twice as many more are opened "
+            "under load, and closed again when returned)."
+        ),
     )
     max_arguments_bytes: int = Field(
         default=65_536,

@@ -30,7 +30,7 @@ class Database:
     and MariaDB 10.6+ claim with `SELECT ... FOR UPDATE SKIP LOCKED` instead.
     """
 
-    def __init__(self, url: str, *, table_prefix: str, pool_size: int = 5) -> None:
+    def __init__(self, url: str, *, table_prefix: str, pool_size: int = 10) -> None:
         try:
             parsed = sa.make_url(url)
         except exc.ArgumentError as error:

@@ -80,11 +80,11 @@ class PollOperations(PollerCore):
             self._registry.get("callback", name)
         now = utcnow()
         row = self._new_poll_row(function, stored_arguments, poll_id, options, now)
-        # This process is woken below; the others only need a notification for a poll due
-        # before their next look (each looks at least every idle_wait_seconds).
-        announce = options.delay < self.settings.idle_wait_seconds
-        stored, created = await in_thread(lambda: self._polls.insert(row, announce=announce))
-        if created:
+        # Every engine, this process's too, looks for due polls at least every
+        # idle_wait_seconds: only a poll due sooner is worth waking them for.
+        soon = options.delay < self.settings.idle_wait_seconds
+        stored, created = await in_thread(lambda: self._polls.insert(row, announce=soon))
+        if created and soon:
             dispatcher.wake(jobs=False)
             self._emit(EventType.POLL_SUBMITTED, poll_id=row["id"], function=function)
         return PollInfo.model_validate(stored), created
