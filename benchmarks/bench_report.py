@@ -210,6 +210,9 @@ def write_report(results: list[Result], meta: dict[str, Any], path: Path, plot: 
         f"{meta['cpus']} CPUs; Python {meta['python']}; measurement window "
         f"{meta['duration']:g} s after a {meta['warmup']:g} s warm-up.",
         "Versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()) + ".",
+        "PostgreSQL settings: "
+        + ", ".join(f"{k} {v}" for k, v in meta.get("postgresql_settings", {}).items())
+        + " (the system catalogs are vacuumed before the run).",
         "",
         "Definitions: see `benchmarks/bench_analysis.py` and docs/benchmarks.md. Lateness is "
         "measured against the previous attempt's start + 1 s (an upper bound for ours, a "
