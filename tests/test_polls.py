@@ -17,6 +17,7 @@ import sqlalchemy as sa
 
 from fastapi_jobpoller import (
     Done,
+    Event,
     Failed,
     FunctionNotFoundError,
     InvalidArgumentsError,
@@ -972,11 +973,22 @@ postgresql_only = pytest.mark.parametrize("database_url", ["postgresql"], indire
 async def test_only_polls_due_before_the_next_idle_look_wake_the_other_processes(
     make_poller: PollerFactory, database_url: str, table_prefix: str
 ) -> None:
-    """A new poll wakes the other processes (NOTIFY) only if it is due sooner than they
-    look anyway; later ones cost the submit no notification."""
+    """A new poll wakes the other processes (NOTIFY) only if it may come due before they
+    look anyway (twice idle_wait_seconds); later ones cost the submit no notification.
+    Every one of them is still announced to listeners as submitted."""
     import psycopg
 
     poller = make_poller(idle_wait_seconds=1.0)
+    delays = [5.0, 2.0, 1.9, 0.0]
+    submitted: list[str] = []
+    all_submitted = threading.Event()
+
+    def record(event: Event) -> None:  # a def listener: runs on a thread
+        submitted.append(event.poll_id or "")
+        if len(submitted) == len(delays):
+            all_submitted.set()
+
+    poller.add_listener(record, "poll_submitted")
 
     @poller.poll_function("watch")
     def watch(n: int) -> Pending:
@@ -987,12 +999,48 @@ async def test_only_polls_due_before_the_next_idle_look_wake_the_other_processes
     async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as listener:
         await listener.execute(f'LISTEN "{table_prefix}changes"')
         async with poller:
-            await poller.start_poll("watch", {"n": 1}, delay=5.0)
-            await poller.start_poll("watch", {"n": 2}, delay=1.0)
-            await poller.start_poll("watch", {"n": 3}, delay=0.5)
-            await poller.start_poll("watch", {"n": 4})
+            polls = [
+                await poller.start_poll("watch", {"n": n}, delay=delay)
+                for n, delay in enumerate(delays)
+            ]
             payloads = []
             with anyio.move_on_after(QUIET * 2):
                 async for notify in listener.notifies():
                     payloads.append(notify.payload)
+            await wait_thread_event(all_submitted)
     assert payloads == ["polls", "polls"]
+    assert sorted(submitted) == sorted(poll.id for poll in polls)
+
+
+@engine_only
+async def test_a_def_call_that_timed_out_waiting_for_a_thread_never_runs_later(
+    make_poller: PollerFactory,
+) -> None:
+    poller = make_poller(thread_pool_size=1, attempt_timeout=0.2)
+    blocking, release = threading.Event(), threading.Event()
+    queued_calls: list[int] = []
+
+    @poller.poll_function("blocker")
+    def blocker() -> Done:
+        blocking.set()
+        release.wait(WAIT)
+        return Done()
+
+    @poller.poll_function("queued")
+    def queued() -> Done:
+        queued_calls.append(1)
+        return Done()
+
+    try:
+        async with poller:
+            await poller.start_poll("blocker", max_errors=0)
+            await wait_thread_event(blocking)  # the only thread is now taken
+            poll = await poller.start_poll("queued", max_errors=0)
+            final = await ended(poller, poll.id)
+            release.set()
+            await anyio.sleep(QUIET)  # the thread is free again: it must skip the call
+    finally:
+        release.set()
+    assert final.state is PollState.FAILED
+    assert final.error is not None and "timed out" in final.error
+    assert queued_calls == []

@@ -121,10 +121,10 @@ class FunctionCaller:
             group.discard(future)
 
     def _time_out(self, step: int) -> None:
-        message = f"the call ran longer than {self._settings.attempt_timeout:g} s"
         for future in self._deadlines.pop(step, ()):
             if not future.done():
-                future.set_exception(TimeoutError(message))
+                # As asyncio.timeout raises it, so every kind of call reads the same.
+                future.set_exception(TimeoutError())
 
     def _semaphore(self, function: RegisteredFunction) -> asyncio.Semaphore:
         key = (function.kind, function.name)

@@ -322,6 +322,8 @@ class Dispatcher:
         for row in claim.callbacks:
             self._spawn(self._poll_runner.deliver_callbacks(row), "poll", row["id"])
         room -= len(claim)
+        if self._stopping.is_set():  # stop() came while attempts were being started
+            return False
         if room > 0 and self._jobs_may_be_due(now):
             runs = await run_in(
                 self._database_pool,

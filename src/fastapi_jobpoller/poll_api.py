@@ -81,11 +81,13 @@ class PollOperations(PollerCore):
         now = utcnow()
         row = self._new_poll_row(function, stored_arguments, poll_id, options, now)
         # Every engine, this process's too, looks for due polls at least every
-        # idle_wait_seconds: only a poll due sooner is worth waking them for.
-        soon = options.delay < self.settings.idle_wait_seconds
+        # idle_wait_seconds: only a poll due sooner is worth waking them for. Twice that,
+        # because an engine may have looked after `now` but before the insert commits.
+        soon = options.delay < 2 * self.settings.idle_wait_seconds
         stored, created = await in_thread(lambda: self._polls.insert(row, announce=soon))
-        if created and soon:
-            dispatcher.wake(jobs=False)
+        if created:
+            if soon:
+                dispatcher.wake(jobs=False)
             self._emit(EventType.POLL_SUBMITTED, poll_id=row["id"], function=function)
         return PollInfo.model_validate(stored), created
 

@@ -144,7 +144,9 @@ def _run_for_loop(
     kwargs: dict[str, Any],
 ) -> None:
     loop, future = target
-    if future.cancelled():  # read across threads, as concurrent.futures does: benign
+    # Cancelled, or timed out while it waited for a thread: its caller has moved on, so
+    # it does not run late. (Read across threads, as concurrent.futures does: benign.)
+    if future.done():
         return
     try:
         result = fn(*args, **kwargs)
@@ -179,13 +181,18 @@ class _Inbox:
         self, future: "asyncio.Future[Any]", result: Any, error: BaseException | None
     ) -> None:
         """Hand an outcome to the loop (from any thread)."""
+        loop = self._loop()
+        if loop is None or loop.is_closed():
+            return  # nobody waits for it any more
         # Queue first, then look at the flag; `_settle_all` clears the flag before it
         # drains: an outcome is either drained by a wake-up already on its way or makes one.
         self._outcomes.append((future, result, error))
-        loop = self._loop()
-        if not self._woken and loop is not None:
+        if not self._woken:
             self._woken = True
-            _call_on_loop(loop, self._settle_all)
+            try:
+                loop.call_soon_threadsafe(self._settle_all)
+            except RuntimeError:  # closed meanwhile: drop what it would have settled
+                self._outcomes.clear()
 
     def _settle_all(self) -> None:
         outcomes = self._outcomes
