@@ -57,7 +57,7 @@ class PollStore:
         """Insert a new poll, or return the existing one with that id.
 
         `announce`: wake the other processes (PostgreSQL). Not needed for a poll first
-        due later than their longest idle sleep: they look before it is due anyway.
+        due well after their longest idle sleep: they look before it is due anyway.
 
         Returns:
             The stored row and whether it was created now.
