@@ -16,7 +16,12 @@ from mkdocs.config.defaults import MkDocsConfig
 from mkdocs.exceptions import PluginError
 from mkdocs.structure.files import File
 from mkdocs.structure.pages import Page
-from scripts.settings_docs import on_page_markdown, render_page, settings_table
+from scripts.settings_docs import (
+    on_page_markdown,
+    render_default,
+    render_page,
+    settings_table,
+)
 
 from fastapi_jobpoller import ConfigurationError, JobPoller, JobPollerSettings
 
@@ -37,17 +42,6 @@ def documented() -> dict[str, tuple[str, str]]:
     return rows
 
 
-def rendered_default(value: object) -> str:
-    """Write a default the way the docs do: unset, true/false, 30 rather than 30.0."""
-    if value is None:
-        return "unset"
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, float):
-        return f"{value:g}"
-    return str(value)
-
-
 def test_every_setting_is_documented_and_every_documented_setting_exists() -> None:
     assert sorted(documented()) == sorted(JobPollerSettings.model_fields)
 
@@ -56,7 +50,7 @@ def test_every_setting_is_documented_and_every_documented_setting_exists() -> No
 def test_each_setting_is_documented_with_its_env_var_and_default(field: str) -> None:
     env_var, default = documented()[field]
     assert env_var == f"JOBPOLLER_{field.upper()}"
-    assert default == rendered_default(JobPollerSettings.model_fields[field].default)
+    assert default == render_default(JobPollerSettings.model_fields[field].default)
 
 
 def test_every_env_var_the_page_names_is_a_setting() -> None:

@@ -16,7 +16,7 @@ from sqlalchemy import exc
 from .database import Database
 from .exceptions import InvalidStateError, PollConflictError, PollNotFoundError
 from .models import PollState
-from .tables import UTCDateTime
+from .tables import UTCDateTime, naive_utc
 
 __all__ = ["Claim", "PollStore"]
 
@@ -228,10 +228,10 @@ class PollStore:
             result = connection.exec_driver_sql(
                 self._claim_sql,
                 {
-                    "now": _naive_utc(now),
+                    "now": naive_utc(now),
                     "limit": limit,
                     "worker": worker,
-                    "until": _naive_utc(lease_until),
+                    "until": naive_utc(lease_until),
                 },
             )
             names = list(result.keys())
@@ -364,10 +364,10 @@ class PollStore:
             (
                 u["new_attempts"],
                 u["consecutive_errors"],
-                _naive_utc(u["next_poll_at"]),
+                naive_utc(u["next_poll_at"]),
                 None if u["progress"] is None else Json(u["progress"]),
                 u["error"],
-                _naive_utc(u["updated_at"]),
+                naive_utc(u["updated_at"]),
                 u["id"],
                 u["attempts"],
                 worker,
@@ -495,15 +495,6 @@ _IDS_PER_STATEMENT = 500
 
 def _chunks(ids: Sequence[str]) -> list[Sequence[str]]:
     return [ids[i : i + _IDS_PER_STATEMENT] for i in range(0, len(ids), _IDS_PER_STATEMENT)]
-
-
-def _naive_utc(value: datetime) -> datetime:
-    """What the UTCDateTime columns store, for parameters that bypass SQLAlchemy."""
-    if value.tzinfo is UTC:
-        return value.replace(tzinfo=None)
-    if value.tzinfo is None:
-        raise ValueError("naive datetimes are ambiguous; pass an aware one")
-    return value.astimezone(UTC).replace(tzinfo=None)
 
 
 def _aware(value: datetime) -> datetime:

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Dialect
 
-__all__ = ["SCHEMA_VERSION", "Tables", "UTCDateTime"]
+__all__ = ["SCHEMA_VERSION", "Tables", "UTCDateTime", "naive_utc"]
 
 # Bumped with every change to the tables below; a database at another version is refused
 # at start rather than misread.
@@ -20,6 +20,19 @@ SCHEMA_VERSION = 1
 # 191 characters of utf8mb4 is the longest VARCHAR that MySQL/MariaDB can index with the
 # default 767-byte key prefix, so ids and names fit every supported database.
 ID_LENGTH = 191
+
+
+def naive_utc(value: datetime) -> datetime:
+    """Return what a UTCDateTime column stores for an aware `value`: naive UTC.
+
+    Raises:
+        ValueError: `value` is naive, so its zone is unknown.
+    """
+    if value.tzinfo is UTC:  # the engine's own timestamps: no conversion needed
+        return value.replace(tzinfo=None)
+    if value.tzinfo is None:
+        raise ValueError("naive datetimes are ambiguous; pass an aware one")
+    return value.astimezone(UTC).replace(tzinfo=None)
 
 
 class UTCDateTime(sa.TypeDecorator[datetime]):
@@ -38,13 +51,7 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
         return dialect.type_descriptor(sa.DateTime())
 
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetimes are ambiguous; pass an aware one")
-        if value.tzinfo is UTC:  # the engine's own timestamps: no conversion needed
-            return value.replace(tzinfo=None)
-        return value.astimezone(UTC).replace(tzinfo=None)
+        return None if value is None else naive_utc(value)
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         return None if value is None else value.replace(tzinfo=UTC)
