@@ -45,8 +45,8 @@ _trace: list[tuple[str, float, float, int]] = []
 
 def _install_trace() -> None:
     """Time our engine's database calls (diagnostics for the profile, not the figures)."""
-    from fastapi_jobpoller.job_store import JobStore
-    from fastapi_jobpoller.poll_store import PollStore
+    from fastapi_jobpoller._storage.job_store import JobStore
+    from fastapi_jobpoller._storage.poll_store import PollStore
 
     def traced(cls: Any, name: str) -> None:
         original = getattr(cls, name)

@@ -16,7 +16,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from fastapi_jobpoller import JobPoller, PollOptions
-from fastapi_jobpoller.database import Database
+from fastapi_jobpoller._storage.database import Database
 
 __all__ = [
     "APS_FUNCTION",

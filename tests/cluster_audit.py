@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from fastapi_jobpoller.tables import Tables
+from fastapi_jobpoller._storage.tables import Tables
 
 from .cluster_support import AppInstance, Call, Service
 

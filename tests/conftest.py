@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from fastapi_jobpoller import JobPoller
-from fastapi_jobpoller.tables import Tables
+from fastapi_jobpoller._storage.tables import Tables
 
 POSTGRESQL_URL_ENV = "JOBPOLLER_TEST_POSTGRESQL_URL"
 MYSQL_URL_ENV = "JOBPOLLER_TEST_MYSQL_URL"

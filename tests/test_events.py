@@ -42,8 +42,8 @@ from fastapi_jobpoller import (
     PollInfo,
     PollState,
 )
-from fastapi_jobpoller.database import Database
-from fastapi_jobpoller.tables import Tables
+from fastapi_jobpoller._storage.database import Database
+from fastapi_jobpoller._storage.tables import Tables
 
 from .conftest import PollerFactory
 from .event_worker import events_table

@@ -33,9 +33,9 @@ from fastapi_jobpoller import (
     PollNotFoundError,
     mount_scheduler,
 )
-from fastapi_jobpoller.database import Database
-from fastapi_jobpoller.history import HistoryStore, PruneReport, Retention
-from fastapi_jobpoller.job_store import JobStore
+from fastapi_jobpoller._storage.database import Database
+from fastapi_jobpoller._storage.history_store import HistoryStore, PruneReport, Retention
+from fastapi_jobpoller._storage.job_store import JobStore
 
 from .conftest import PollerFactory
 

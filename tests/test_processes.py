@@ -27,7 +27,7 @@ from typing import IO, Any
 import pytest
 import sqlalchemy as sa
 
-from fastapi_jobpoller.tables import Tables
+from fastapi_jobpoller._storage.tables import Tables
 
 from .process_worker import LEDGER_SUFFIX, ledger_table
 

@@ -21,7 +21,7 @@ from fastapi_jobpoller import (
     JobPoller,
     PollState,
 )
-from fastapi_jobpoller.registry import Registry
+from fastapi_jobpoller._engine.registry import Registry
 
 from . import process_functions
 from .conftest import FAST_SETTINGS, PollerFactory

@@ -20,7 +20,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from fastapi_jobpoller import Done, JobPoller, Pending, PollInfo, mount_scheduler
-from fastapi_jobpoller.tables import Tables
+from fastapi_jobpoller._storage.tables import Tables
 
 from .conftest import FAST_SETTINGS, MYSQL_URL_ENV, POSTGRESQL_URL_ENV, server_url
 

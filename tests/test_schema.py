@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine.interfaces import ReflectedColumn
 
 from fastapi_jobpoller import Done, IntervalTrigger, JobPoller, PollState
-from fastapi_jobpoller.tables import Tables
+from fastapi_jobpoller._storage.tables import Tables
 
 from .conftest import PollerFactory
 

@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from fastapi_jobpoller.threads import DaemonThreadPool
+from fastapi_jobpoller._engine.threads import DaemonThreadPool
 
 pytestmark = pytest.mark.anyio
 

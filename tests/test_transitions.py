@@ -7,7 +7,12 @@ from typing import Any
 import pytest
 
 from fastapi_jobpoller import Done, Failed, Pending, PollState
-from fastapi_jobpoller.transitions import AttemptError, after_attempt, backoff_delay, timed_out
+from fastapi_jobpoller._rules.poll_rules import (
+    AttemptError,
+    after_attempt,
+    backoff_delay,
+    timed_out,
+)
 
 NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 

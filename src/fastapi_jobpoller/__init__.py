@@ -17,6 +17,8 @@ from .exceptions import NotRunningError as NotRunningError
 from .exceptions import PayloadTooLargeError as PayloadTooLargeError
 from .exceptions import PollConflictError as PollConflictError
 from .exceptions import PollNotFoundError as PollNotFoundError
+from .http import get_jobs_router as get_jobs_router
+from .http import jobpoller_error_handler as jobpoller_error_handler
 from .lifespan import mount_scheduler as mount_scheduler
 from .models import CronTrigger as CronTrigger
 from .models import DateTrigger as DateTrigger
@@ -33,8 +35,6 @@ from .outcomes import Done as Done
 from .outcomes import Failed as Failed
 from .outcomes import Pending as Pending
 from .poller import JobPoller as JobPoller
-from .router import get_jobs_router as get_jobs_router
-from .router import jobpoller_error_handler as jobpoller_error_handler
 
 __version__ = "0.1.0"
 

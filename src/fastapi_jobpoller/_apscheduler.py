@@ -16,7 +16,7 @@ from apscheduler.triggers.date import DateTrigger as _ApsDate
 from apscheduler.triggers.interval import IntervalTrigger as _ApsInterval
 
 from .exceptions import InvalidTriggerError
-from .models import CronTrigger, DateTrigger, IntervalTrigger, Trigger
+from .triggers import CronTrigger, DateTrigger, IntervalTrigger, Trigger
 
 __all__ = ["first_fire_time", "latest_due_tick", "next_fire_time", "normalize_trigger"]
 

@@ -9,8 +9,8 @@ from fastapi import FastAPI
 from fastapi.params import Depends as DependsParam
 
 from .exceptions import ConfigurationError
+from .http import get_jobs_router
 from .poller import JobPoller
-from .router import get_jobs_router
 
 __all__ = ["mount_scheduler"]
 

@@ -1,33 +1,43 @@
-"""`JobPoller`: the one object a host app creates, registers functions on, and starts."""
+"""`JobPoller`: the one object a host app creates, registers functions on, and starts.
+
+This module holds registration, listeners, the lifecycle and health; the poll methods
+are in `_poll_methods.py`, the job methods in `_job_methods.py`, the state they share in
+`_poller_base.py`.
+"""
 
 import asyncio
 import logging
+from collections.abc import Callable
 from types import TracebackType
+from typing import Any, Literal, TypeVar
 
 import anyio
 import anyio.to_thread
 
-from .database import Database
-from .dispatcher import Dispatcher
-from .events import EventType
+from ._engine.dispatcher import Dispatcher
+from ._job_methods import JobMethods
+from ._poll_methods import PollMethods
+from ._storage.change_listener import ChangeListener
+from ._storage.database import Database
+from ._storage.history_store import HistoryStore
+from ._storage.job_store import JobStore
+from ._storage.poll_store import PollStore
+from .events import EventType, Listener
 from .exceptions import DatabaseUnavailableError
-from .history import HistoryStore
-from .job_api import JobOperations
-from .job_store import JobStore
 from .models import Health
-from .notify import ChangeListener
-from .poll_api import PollOperations
-from .poll_store import PollStore
 
 __all__ = ["JobPoller"]
 
 logger = logging.getLogger(__name__)
 
+F = TypeVar("F", bound=Callable[..., Any])
+L = TypeVar("L", bound=Listener)
+
 # A health check whose query takes longer than this reports the database as down.
 _HEALTH_QUERY_SECONDS = 2.0
 
 
-class JobPoller(PollOperations, JobOperations):
+class JobPoller(PollMethods, JobMethods):
     """Persisted per-request polls and scheduled jobs for one app.
 
     Args:
@@ -40,6 +50,90 @@ class JobPoller(PollOperations, JobOperations):
     """
 
     _change_listener: ChangeListener | None = None
+
+    # -- registration ----------------------------------------------------------------
+
+    def poll_function(
+        self,
+        name: str | None = None,
+        *,
+        executor: Literal["thread", "process"] = "thread",
+        max_concurrency: int | None = None,
+    ) -> Callable[[F], F]:
+        """Register a function that checks on outside work and returns an outcome.
+
+        It returns `Pending(...)`, `Done(...)` or `Failed(...)`; an exception counts as
+        a transient error. Its parameters, with their type hints, define the JSON
+        arguments a poll of it accepts.
+
+        Args:
+            name: The stable name stored with each poll (default: the function's name).
+            executor: Where a `def` function runs: "thread" (default) or "process".
+            max_concurrency: Most attempts of this function running at once here.
+        """
+
+        def register(func: F) -> F:
+            self._registry.register(
+                "poll", func, name=name, executor=executor, max_concurrency=max_concurrency
+            )
+            return func
+
+        return register
+
+    def job_function(
+        self,
+        name: str | None = None,
+        *,
+        executor: Literal["thread", "process"] = "thread",
+        max_concurrency: int | None = None,
+    ) -> Callable[[F], F]:
+        """Register a function that scheduled jobs can run; same arguments as above."""
+
+        def register(func: F) -> F:
+            self._registry.register(
+                "job", func, name=name, executor=executor, max_concurrency=max_concurrency
+            )
+            return func
+
+        return register
+
+    def callback(self, name: str | None = None) -> Callable[[F], F]:
+        """Register a terminal callback, called with the final `PollInfo` of a poll."""
+
+        def register(func: F) -> F:
+            self._registry.register("callback", func, name=name)
+            return func
+
+        return register
+
+    def function_names(self, kind: Literal["poll", "job", "callback"]) -> list[str]:
+        """Return the names registered for one kind of function."""
+        return self._registry.names(kind)
+
+    # -- listeners -------------------------------------------------------------------
+
+    def add_listener(self, listener: Listener, *types: EventType | str) -> None:
+        """Call `listener` with every `Event` of the given types (all if none given).
+
+        `async def` listeners are awaited, `def` ones run on a thread; either way they
+        run off the engine's path, and an exception is logged, never raised.
+        """
+        self._events.subscribe(listener, [EventType(t) for t in types])
+
+    def remove_listener(self, listener: Listener) -> None:
+        """Stop calling `listener`."""
+        self._events.unsubscribe(listener)
+
+    def on(self, *types: EventType | str) -> Callable[[L], L]:
+        """Decorator form of `add_listener`."""
+
+        def subscribe(listener: L) -> L:
+            self.add_listener(listener, *types)
+            return listener
+
+        return subscribe
+
+    # -- state -----------------------------------------------------------------------
 
     @property
     def running(self) -> bool:

@@ -14,7 +14,7 @@ import traceback
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
-from .config import JobPollerSettings
+from ..config import JobPollerSettings
 from .registry import RegisteredFunction
 from .threads import DaemonThreadPool
 

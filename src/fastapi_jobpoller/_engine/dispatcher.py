@@ -3,14 +3,13 @@
 One task loops: claim due polls, queued or orphaned job runs and due job ticks; start
 each as a task (`PollRunner`, `JobRunner`); sleep until the next row is due, a local
 change wakes it, or `idle_wait_seconds` pass (which bounds how late another process's
-submits are seen). Other tasks renew the leases of work in flight, write pending poll
-outcomes back in batches, and prune old history. Database calls run on a small daemon
+submits are seen). Beside it, `WriteBack` renews leases and writes pending outcomes in
+batches, and `prune_loop` prunes old history. Database calls run on a small daemon
 thread pool, never on the event loop.
 """
 
 import asyncio
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import datetime, timedelta
@@ -18,20 +17,23 @@ from typing import Any
 
 from sqlalchemy import exc as sa_exc
 
-from .calls import FunctionCaller
-from .config import JobPollerSettings
-from .events import EventBus
-from .exceptions import DatabaseUnavailableError
-from .history import HistoryStore, Retention
+from .._storage.history_store import HistoryStore
+from .._storage.job_store import JobStore
+from .._storage.poll_store import PollStore
+from .._storage.tables import utcnow
+from ..config import JobPollerSettings
+from ..exceptions import DatabaseUnavailableError
+from ..models import JobRunState
+from .caller import FunctionCaller
+from .event_bus import EventBus
 from .job_runner import JobRunner
-from .job_store import JobStore
-from .models import JobRunState
-from .poll_runner import PollRunner, utcnow
-from .poll_store import PollStore
+from .poll_runner import PollRunner
+from .pruner import prune_loop
 from .registry import Registry
 from .threads import DaemonThreadPool, run_in
+from .write_back import DATABASE_ERRORS, WriteBack
 
-__all__ = ["Dispatcher", "utcnow"]
+__all__ = ["Dispatcher"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,12 +42,8 @@ _DATABASE_THREADS = 2
 # Longest pause between tries while the database is unreachable.
 # (Work must resume within 5 s of the database coming back.)
 _MAX_OUTAGE_BACKOFF_SECONDS = 2.0
-# Pause before renewing leases again after a renewal failed (instead of a third of a
-# lease): leases survive an outage of up to about two thirds of `lease_seconds`.
-_RENEW_RETRY_SECONDS = 0.5
 # Longest wait at shutdown for the database threads to finish their last call.
 _DATABASE_JOIN_SECONDS = 5.0
-_DATABASE_ERRORS = (DatabaseUnavailableError, sa_exc.SQLAlchemyError)
 # While due polls keep the loop busy, it looks for job ticks and queued job runs at most
 # this often (two transactions per look), unless a change wakes it or a job is known due.
 _JOB_LOOK_PERIOD_SECONDS = 0.25
@@ -86,8 +84,6 @@ class Dispatcher:
         self._startup = startup
         # Each task in flight, with the poll or job run whose lease it needs kept alive.
         self._in_flight: dict[asyncio.Task[None], tuple[str, str]] = {}
-        self._pending_writes: list[dict[str, Any]] = []
-        self._pending_history: list[dict[str, Any]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self.last_cycle_monotonic = 0.0
         self.database_ok = startup is None
@@ -102,6 +98,14 @@ class Dispatcher:
         """Start the loops on the running event loop."""
         self._database_pool = DaemonThreadPool(_DATABASE_THREADS, name="jobpoller-db")
         self._caller = FunctionCaller(self._settings)
+        self._write_back = WriteBack(
+            settings=self._settings,
+            polls=self._polls,
+            jobs=self._jobs,
+            database_pool=self._database_pool,
+            worker_id=self.worker_id,
+            in_flight=self._in_flight,
+        )
         self._poll_runner = PollRunner(
             settings=self._settings,
             registry=self._registry,
@@ -110,7 +114,7 @@ class Dispatcher:
             store=self._polls,
             database_pool=self._database_pool,
             worker_id=self.worker_id,
-            queue_pending=self._queue_pending,
+            write_back=self._write_back,
         )
         self._job_runner = JobRunner(
             registry=self._registry,
@@ -122,14 +126,16 @@ class Dispatcher:
         )
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
-        self._writes_waiting = asyncio.Event()
         self._stopping = asyncio.Event()
         self.last_cycle_monotonic = time.monotonic()
         self._tasks = [
             asyncio.create_task(self._dispatch_loop(), name="jobpoller-dispatch"),
-            asyncio.create_task(self._renew_loop(), name="jobpoller-renew"),
-            asyncio.create_task(self._write_loop(), name="jobpoller-write"),
-            asyncio.create_task(self._prune_loop(), name="jobpoller-prune"),
+            asyncio.create_task(self._write_back.renew_loop(), name="jobpoller-renew"),
+            asyncio.create_task(self._write_back.write_loop(), name="jobpoller-write"),
+            asyncio.create_task(
+                prune_loop(self._settings, self._history, self._database_pool),
+                name="jobpoller-prune",
+            ),
         ]
 
     @property
@@ -182,9 +188,9 @@ class Dispatcher:
         await asyncio.gather(*helpers, return_exceptions=True)
         try:
             if self._startup is None:  # else this process never held anything
-                await self._flush_writes()
-                await run_in(self._database_pool, self._release_leases)
-        except _DATABASE_ERRORS as error:
+                await self._write_back.flush()
+                await run_in(self._database_pool, self._write_back.release_leases)
+        except DATABASE_ERRORS as error:
             logger.warning(
                 "could not hand leases back at shutdown; they expire by themselves: %s",
                 error,
@@ -197,11 +203,6 @@ class Dispatcher:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self._database_pool.join, _DATABASE_JOIN_SECONDS)
         self._tasks = []
-
-    def _release_leases(self) -> None:
-        now = utcnow()
-        self._polls.release_leases(worker=self.worker_id, now=now)
-        self._jobs.release_leases(worker=self.worker_id, now=now)
 
     # -- the loop --------------------------------------------------------------------
 
@@ -364,119 +365,3 @@ class Dispatcher:
                 exc_info=task.exception(),
                 extra={"event": "engine_task_error"},
             )
-
-    # -- helpers running beside the loop ---------------------------------------------
-
-    async def _renew_loop(self) -> None:
-        period = self._settings.lease_seconds / 3
-        pause, failing = period, False
-        while True:
-            await asyncio.sleep(pause)
-            pause = period
-            if not self._in_flight and not self._pending_writes:
-                continue
-            lease_until = utcnow() + timedelta(seconds=self._settings.lease_seconds)
-            working = list(self._in_flight.values())
-            # Rows whose outcome waits in the write buffer are still held too.
-            polls = [row_id for kind, row_id in working if kind == "poll"]
-            polls += [update["id"] for update in self._pending_writes]
-            runs = [row_id for kind, row_id in working if kind == "run"]
-            try:
-                if polls:
-                    await run_in(
-                        self._database_pool,
-                        self._polls.renew_leases,
-                        polls,
-                        worker=self.worker_id,
-                        lease_until=lease_until,
-                    )
-                if runs:
-                    await run_in(
-                        self._database_pool,
-                        self._jobs.renew_leases,
-                        runs,
-                        worker=self.worker_id,
-                        lease_until=lease_until,
-                    )
-            except _DATABASE_ERRORS as error:
-                # Try again soon: the next period could come after the leases expired.
-                pause = min(period, _RENEW_RETRY_SECONDS)
-                if not failing:
-                    logger.warning(
-                        "could not renew leases; retrying: %s",
-                        error,
-                        extra={"event": "lease_renew_failed"},
-                    )
-                failing = True
-            else:
-                failing = False
-
-    def _queue_pending(self, update: dict[str, Any], history: dict[str, Any] | None) -> None:
-        self._pending_writes.append(update)
-        if history is not None:
-            self._pending_history.append(history)
-        self._writes_waiting.set()
-
-    async def _write_loop(self) -> None:
-        failing = False
-        while True:
-            await self._writes_waiting.wait()
-            self._writes_waiting.clear()
-            try:
-                await self._flush_writes()
-                failing = False
-            except _DATABASE_ERRORS as error:
-                if not failing:  # once per outage, not once a second
-                    logger.warning(
-                        "could not write poll outcomes; retrying: %s",
-                        error,
-                        extra={"event": "outcome_write_failed"},
-                    )
-                failing = True
-                await asyncio.sleep(1.0)
-                self._writes_waiting.set()
-
-    async def _flush_writes(self) -> None:
-        updates, self._pending_writes = self._pending_writes, []
-        history, self._pending_history = self._pending_history, []
-        if not updates:
-            return
-        try:
-            await run_in(
-                self._database_pool,
-                self._polls.write_pending,
-                updates,
-                worker=self.worker_id,
-                history=history,
-            )
-        except BaseException:
-            self._pending_writes[:0] = updates
-            self._pending_history[:0] = history
-            raise
-
-    async def _prune_loop(self) -> None:
-        settings = self._settings
-        retention = Retention(
-            max_age_seconds=settings.history_max_age_seconds,
-            max_runs_per_job=settings.history_max_runs_per_job,
-            max_attempts_per_poll=settings.history_max_attempts_per_poll,
-            finished_poll_max_age_seconds=settings.finished_poll_max_age_seconds,
-        )
-        # Processes started together should not all prune at the same moment.
-        await asyncio.sleep(random.uniform(0.1, 1.0) * settings.prune_interval_seconds)
-        while True:
-            try:
-                report = await run_in(
-                    self._database_pool, self._history.prune, retention, now=utcnow()
-                )
-                if report.job_runs or report.poll_attempts or report.polls:
-                    logger.debug(
-                        "pruned %d job runs, %d poll attempts, %d finished polls",
-                        report.job_runs,
-                        report.poll_attempts,
-                        report.polls,
-                        extra={"event": "history_pruned"},
-                    )
-            except _DATABASE_ERRORS as error:
-                logger.warning("pruning failed: %s", error, extra={"event": "prune_failed"})
-            await asyncio.sleep(settings.prune_interval_seconds)

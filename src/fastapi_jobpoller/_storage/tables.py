@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Dialect
 
-__all__ = ["SCHEMA_VERSION", "Tables", "UTCDateTime", "naive_utc"]
+__all__ = ["ID_LENGTH", "SCHEMA_VERSION", "Tables", "UTCDateTime", "naive_utc", "utcnow"]
 
 # Bumped with every change to the tables below; a database at another version is refused
 # at start rather than misread.
@@ -20,6 +20,11 @@ SCHEMA_VERSION = 1
 # 191 characters of utf8mb4 is the longest VARCHAR that MySQL/MariaDB can index with the
 # default 767-byte key prefix, so ids and names fit every supported database.
 ID_LENGTH = 191
+
+
+def utcnow() -> datetime:
+    """Return the current time, aware, in UTC: every time the library stores is one."""
+    return datetime.now(UTC)
 
 
 def naive_utc(value: datetime) -> datetime:

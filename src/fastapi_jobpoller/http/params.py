@@ -1,17 +1,28 @@
 """What the route modules share: who may call, error declarations, pages."""
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
+from fastapi import Path, Query
 from fastapi.params import Depends as DependsParam
 
-from .api_models import ErrorResponse
-from .poller import JobPoller
+from .._storage.tables import ID_LENGTH
+from ..poller import JobPoller
+from .schemas import ErrorResponse
 
-__all__ = ["NO_NUL", "RouteContext", "page", "responses"]
+__all__ = ["NO_NUL", "NameQuery", "Offset", "PathId", "RouteContext", "page", "responses"]
 
 # Ids and names never hold a NUL character (PostgreSQL cannot store one in text).
 NO_NUL = r"^[^\x00]*$"
+# Deeper than any real listing goes; a bound keeps OFFSET cheap for the database.
+_MAX_OFFSET = 10_000_000
+
+PathId = Annotated[str, Path(min_length=1, max_length=ID_LENGTH, pattern=NO_NUL)]
+"""A poll, job or run id in the path."""
+NameQuery = Annotated[str | None, Query(max_length=ID_LENGTH, pattern=NO_NUL)]
+"""An optional id or function name to filter by."""
+Offset = Annotated[int, Query(ge=0, le=_MAX_OFFSET, description="Items to skip.")]
+"""How many items a page skips."""
 
 _DESCRIPTIONS = {
     401: "No valid API key",

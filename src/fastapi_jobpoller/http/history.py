@@ -3,12 +3,12 @@
 # No `from __future__ import annotations`: FastAPI must see the real annotations.
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Query, Response
 from pydantic import AwareDatetime
 
-from .api_models import Page
-from .models import JobRunInfo, JobRunState, PollAttemptInfo
-from .routes_common import NO_NUL, RouteContext, page, responses
+from ..models import JobRunInfo, JobRunState, PollAttemptInfo
+from .params import NameQuery, Offset, PathId, RouteContext, page, responses
+from .schemas import Page
 
 __all__ = ["add_history_routes"]
 
@@ -17,8 +17,6 @@ def add_history_routes(router: APIRouter, context: RouteContext) -> None:
     """Add `/runs`, `/polls/{id}/attempts` and, if enabled, `/metrics` to `router`."""
     poller, settings = context.poller, context.poller.settings
     Limit = Annotated[int, Query(ge=1, le=settings.max_page_size, description="Page size.")]
-    Offset = Annotated[int, Query(ge=0, le=10_000_000, description="Items to skip.")]
-    Id = Annotated[str, Path(min_length=1, max_length=191, pattern=NO_NUL)]
     # With a time zone (`Z` or `+02:00`): a naive time would be ambiguous.
     Since = Annotated[AwareDatetime | None, Query(description="Earliest time, inclusive.")]
     Until = Annotated[AwareDatetime | None, Query(description="Latest time, exclusive.")]
@@ -32,7 +30,7 @@ def add_history_routes(router: APIRouter, context: RouteContext) -> None:
         summary="List runs of scheduled jobs, latest tick first",
     )
     async def list_runs(
-        job_id: Annotated[str | None, Query(max_length=191, pattern=NO_NUL)] = None,
+        job_id: NameQuery = None,
         state: Annotated[list[JobRunState] | None, Query()] = None,
         since: Since = None,
         until: Until = None,
@@ -51,7 +49,7 @@ def add_history_routes(router: APIRouter, context: RouteContext) -> None:
         responses=responses(401, 403, 404, 422, 503),
         summary="Get one run of a scheduled job",
     )
-    async def get_run(run_id: Id) -> JobRunInfo:
+    async def get_run(run_id: PathId) -> JobRunInfo:
         return await poller.get_job_run(run_id)
 
     @router.get(
@@ -62,7 +60,7 @@ def add_history_routes(router: APIRouter, context: RouteContext) -> None:
         summary="List a poll's recorded attempts, latest first",
     )
     async def list_attempts(
-        poll_id: Id,
+        poll_id: PathId,
         outcome: Annotated[list[str] | None, Query(max_length=16)] = None,
         since: Since = None,
         until: Until = None,
@@ -77,7 +75,7 @@ def add_history_routes(router: APIRouter, context: RouteContext) -> None:
 
     if not settings.metrics_enabled:
         return
-    from .metrics import PollerMetrics
+    from ..metrics import PollerMetrics
 
     metrics = PollerMetrics(poller)
 

@@ -15,15 +15,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, PydanticUserError, ValidationError, create_model
 
-from .exceptions import ConfigurationError, FunctionNotFoundError, InvalidArgumentsError
+from .._storage.tables import ID_LENGTH
+from ..exceptions import ConfigurationError, FunctionNotFoundError, InvalidArgumentsError
 
 __all__ = ["FunctionKind", "Registry", "RegisteredFunction"]
 
 FunctionKind = Literal["poll", "job", "callback"]
 Executor = Literal["thread", "process"]
-
-# A name is stored in a VARCHAR(191) column (the longest utf8mb4 key MySQL indexes).
-_MAX_NAME_LENGTH = 191
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,10 +191,8 @@ class Registry:
         if not callable(func):
             raise ConfigurationError(f"{func!r} is not callable")
         name = name or getattr(func, "__name__", "")
-        if not name or len(name) > _MAX_NAME_LENGTH or name == "<lambda>":
-            raise ConfigurationError(
-                f"give the function a name of 1 to {_MAX_NAME_LENGTH} characters"
-            )
+        if not name or len(name) > ID_LENGTH or name == "<lambda>":
+            raise ConfigurationError(f"give the function a name of 1 to {ID_LENGTH} characters")
         if (kind, name) in self._functions:
             raise ConfigurationError(f"a {kind} function named {name!r} is registered already")
         if executor not in ("thread", "process"):

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from .models import PollState
-from .outcomes import Done, Failed, Pending
+from ..models import PollState
+from ..outcomes import Done, Failed, Pending
 
 __all__ = ["AttemptError", "Transition", "after_attempt", "backoff_delay", "timed_out"]
 

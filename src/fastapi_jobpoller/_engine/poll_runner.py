@@ -1,41 +1,35 @@
 """One poll attempt, from the claimed row to the stored outcome and its callbacks.
 
-Pending outcomes are handed to the dispatcher's write buffer (written back in batches);
+Pending outcomes are handed to the write buffer (`WriteBack`) (written back in batches);
 terminal ones are written at once, fenced, and then their callbacks run: the stored
 terminal state is the outbox, so callbacks run at least once even across a crash.
 """
 
-import asyncio
 import random
 import time
 import uuid
-from collections.abc import Callable
 from concurrent.futures import Executor
-from datetime import UTC, datetime, timedelta
-from typing import Any, ParamSpec, TypeVar
+from datetime import datetime, timedelta
+from typing import Any
 
-from .calls import FunctionCaller, describe, format_traceback, is_json
-from .config import JobPollerSettings
-from .events import Event, EventBus, EventType
-from .exceptions import DatabaseUnavailableError, FunctionNotFoundError
-from .models import PollInfo, PollState
-from .outcomes import Done, Failed, Pending
-from .poll_store import PollStore
+from .._rules.poll_rules import AttemptError, Transition, after_attempt, backoff_delay, timed_out
+from .._storage.poll_store import PollStore
+from .._storage.tables import utcnow
+from ..config import JobPollerSettings
+from ..events import EventType
+from ..exceptions import FunctionNotFoundError
+from ..models import PollInfo, PollState
+from ..outcomes import Done, Failed, Pending
+from .caller import FunctionCaller, describe, format_traceback, is_json
+from .event_bus import EventBus
+from .outages import write_through_outages
 from .registry import Registry
-from .threads import run_in
-from .transitions import AttemptError, Transition, after_attempt, backoff_delay, timed_out
+from .write_back import WriteBack
 
-__all__ = ["PollRunner", "QueuePending", "utcnow", "write_through_outages"]
-
-P = ParamSpec("P")
-T = TypeVar("T")
+__all__ = ["PollRunner"]
 
 # Longest pause between two deliveries of a poll's failing callbacks.
 _MAX_CALLBACK_RETRY_SECONDS = 3600.0
-# Pauses between tries of an outcome write while the database is unreachable: short, so
-# the outcome lands soon after it is back, well before the lease runs out.
-_FIRST_WRITE_RETRY_SECONDS = 0.1
-_LONGEST_WRITE_RETRY_SECONDS = 1.0
 
 _TERMINAL_EVENTS = {
     PollState.SUCCEEDED: EventType.POLL_SUCCEEDED,
@@ -43,32 +37,6 @@ _TERMINAL_EVENTS = {
     PollState.TIMED_OUT: EventType.POLL_TIMED_OUT,
     PollState.CANCELLED: EventType.POLL_CANCELLED,
 }
-
-QueuePending = Callable[[dict[str, Any], dict[str, Any] | None], None]
-"""Hands a pending outcome (and its history row, if recorded) to the write buffer."""
-
-
-def utcnow() -> datetime:
-    """Return the current time, aware, in UTC."""
-    return datetime.now(UTC)
-
-
-async def write_through_outages(
-    pool: Executor, function: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs
-) -> T:
-    """Run a database write on `pool`, again and again while the database is unreachable.
-
-    The work that made the write stays in flight meanwhile, so its lease is renewed once
-    the database is back and what it did is stored, instead of being run again by
-    whichever process claims the row after its lease expired.
-    """
-    pause = _FIRST_WRITE_RETRY_SECONDS
-    while True:
-        try:
-            return await run_in(pool, function, *args, **kwargs)
-        except DatabaseUnavailableError:
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, _LONGEST_WRITE_RETRY_SECONDS)
 
 
 class PollRunner:
@@ -84,7 +52,7 @@ class PollRunner:
         store: PollStore,
         database_pool: Executor,
         worker_id: str,
-        queue_pending: QueuePending,
+        write_back: WriteBack,
     ) -> None:
         self._settings = settings
         self._registry = registry
@@ -93,21 +61,13 @@ class PollRunner:
         self._store = store
         self._database_pool = database_pool
         self._worker_id = worker_id
-        self._queue_pending = queue_pending
+        self._write_back = write_back
         self._rng = random.Random()
 
     def _event(self, event_type: EventType, row: dict[str, Any], **fields: Any) -> None:
-        if self._events.wants(event_type):
-            self._events.emit(
-                Event(
-                    type=event_type,
-                    at=utcnow(),
-                    worker_id=self._worker_id,
-                    poll_id=row["id"],
-                    function=row["function"],
-                    **fields,
-                )
-            )
+        self._events.publish(
+            event_type, self._worker_id, poll_id=row["id"], function=row["function"], **fields
+        )
 
     async def attempt(self, row: dict[str, Any]) -> None:
         """Run one attempt of a claimed poll and store what it reported."""
@@ -227,7 +187,7 @@ class PollRunner:
             "traceback": traceback,
         }
         if not transition.is_terminal:
-            self._queue_pending(
+            self._write_back.queue(
                 {
                     "id": row["id"],
                     "attempts": row["attempts"],

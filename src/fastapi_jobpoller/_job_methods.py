@@ -8,6 +8,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from ._apscheduler import first_fire_time, normalize_trigger
+from ._poller_base import JobDeclaration, PollerBase, check_id, check_page, default, in_thread
+from ._storage.tables import utcnow
 from .events import EventType
 from .exceptions import (
     ConfigurationError,
@@ -16,15 +18,13 @@ from .exceptions import (
     JobConflictError,
     JobNotFoundError,
 )
-from .job_store import TRIGGER_ADAPTER
-from .models import DateTrigger, IntervalTrigger, JobInfo, JobRunInfo, JobRunState, Trigger
-from .poll_runner import utcnow
-from .poller_core import JobDeclaration, PollerCore, check_id, check_page, default, in_thread
+from .models import JobInfo, JobRunInfo, JobRunState
+from .triggers import TRIGGER_ADAPTER, DateTrigger, IntervalTrigger, Trigger
 
-__all__ = ["JobOperations"]
+__all__ = ["JobMethods"]
 
 
-class JobOperations(PollerCore):
+class JobMethods(PollerBase):
     """Scheduled jobs."""
 
     def declare_job(

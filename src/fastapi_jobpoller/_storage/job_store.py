@@ -12,18 +12,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from pydantic import TypeAdapter
 from sqlalchemy import exc
 from sqlalchemy.engine import Connection
 
-from ._apscheduler import first_fire_time, latest_due_tick, next_fire_time
+from .._apscheduler import first_fire_time, latest_due_tick, next_fire_time
+from ..exceptions import JobConflictError, JobNotFoundError
+from ..models import JobRunState
+from ..triggers import TRIGGER_ADAPTER, Trigger
 from .database import Database
-from .exceptions import JobConflictError, JobNotFoundError
-from .models import JobRunState, Trigger
 
 __all__ = ["JobStore"]
 
-TRIGGER_ADAPTER: TypeAdapter[Trigger] = TypeAdapter(Trigger)
 # A run whose worker vanished is run again, but not forever: a job that kills its
 # process every time would otherwise take down every process in turn.
 _MAX_RUN_ATTEMPTS = 3

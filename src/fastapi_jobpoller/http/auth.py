@@ -15,8 +15,8 @@ from fastapi import Request, Security
 from fastapi.params import Depends as DependsParam
 from fastapi.security import APIKeyHeader
 
-from .config import JobPollerSettings
-from .exceptions import JobPollerError
+from ..config import JobPollerSettings
+from ..exceptions import JobPollerError
 
 __all__ = ["AccessDeniedError", "AuthenticationError", "access_dependency"]
 

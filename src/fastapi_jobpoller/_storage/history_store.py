@@ -11,9 +11,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from ..exceptions import InvalidArgumentsError
+from ..models import JobRunState, PollState
 from .database import Database
-from .exceptions import InvalidArgumentsError
-from .models import JobRunState, PollState
 
 __all__ = ["HistoryStore", "PruneReport", "Retention"]
 

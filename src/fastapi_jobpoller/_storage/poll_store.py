@@ -13,9 +13,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import exc
 
+from ..exceptions import InvalidStateError, PollConflictError, PollNotFoundError
+from ..models import PollState
 from .database import Database
-from .exceptions import InvalidStateError, PollConflictError, PollNotFoundError
-from .models import PollState
 from .tables import UTCDateTime, naive_utc
 
 __all__ = ["Claim", "PollStore"]

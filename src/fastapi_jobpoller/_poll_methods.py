@@ -8,13 +8,13 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
+from ._poller_base import PollerBase, check_id, check_page, default, in_thread
+from ._storage.tables import utcnow
 from .events import EventType
 from .exceptions import InvalidArgumentsError, PollNotFoundError
 from .models import PollAttemptInfo, PollInfo, PollOptions, PollState
-from .poll_runner import utcnow
-from .poller_core import PollerCore, check_id, check_page, default, in_thread
 
-__all__ = ["PollOperations"]
+__all__ = ["PollMethods"]
 
 # `wait_for_poll` looks at the row after 50 ms, then less and less often, up to every
 # half second: quick answers for quick polls, little load from many long waits.
@@ -23,7 +23,7 @@ _WAIT_LONGEST_SECONDS = 0.5
 _POLL_OPTIONS_ADAPTER: TypeAdapter[PollOptions] = TypeAdapter(PollOptions)
 
 
-class PollOperations(PollerCore):
+class PollMethods(PollerBase):
     """Per-request polls."""
 
     async def start_poll(

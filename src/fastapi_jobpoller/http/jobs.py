@@ -4,11 +4,11 @@ resume, run now."""
 # No `from __future__ import annotations`: FastAPI must see the real annotations.
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Path, Query, Response, status
+from fastapi import APIRouter, Body, Query, Response, status
 
-from .api_models import JobCreate, JobUpdate, Page
-from .models import JobInfo, JobRunInfo
-from .routes_common import NO_NUL, RouteContext, page, responses
+from ..models import JobInfo, JobRunInfo
+from .params import NameQuery, Offset, PathId, RouteContext, page, responses
+from .schemas import JobCreate, JobUpdate, Page
 
 __all__ = ["add_job_routes"]
 
@@ -17,8 +17,6 @@ def add_job_routes(router: APIRouter, context: RouteContext) -> None:
     """Add the `/jobs` routes to `router`."""
     poller, settings = context.poller, context.poller.settings
     Limit = Annotated[int, Query(ge=1, le=settings.max_page_size, description="Page size.")]
-    Offset = Annotated[int, Query(ge=0, le=10_000_000, description="Items to skip.")]
-    JobId = Annotated[str, Path(min_length=1, max_length=191, pattern=NO_NUL)]
     default_limit = context.default_limit
 
     @router.get(
@@ -29,7 +27,7 @@ def add_job_routes(router: APIRouter, context: RouteContext) -> None:
         summary="List scheduled jobs by id",
     )
     async def list_jobs(
-        function: Annotated[str | None, Query(max_length=191, pattern=NO_NUL)] = None,
+        function: NameQuery = None,
         limit: Limit = default_limit,
         offset: Offset = 0,
     ) -> dict[str, Any]:
@@ -64,7 +62,7 @@ def add_job_routes(router: APIRouter, context: RouteContext) -> None:
         responses=responses(401, 403, 404, 422, 503),
         summary="Get a scheduled job",
     )
-    async def get_job(job_id: JobId) -> JobInfo:
+    async def get_job(job_id: PathId) -> JobInfo:
         return await poller.get_job(job_id)
 
     @router.patch(
@@ -74,7 +72,7 @@ def add_job_routes(router: APIRouter, context: RouteContext) -> None:
         responses=responses(401, 403, 404, 422, 503),
         summary="Change a job's trigger, arguments or limits",
     )
-    async def modify_job(job_id: JobId, body: Annotated[JobUpdate, Body()]) -> JobInfo:
+    async def modify_job(job_id: PathId, body: Annotated[JobUpdate, Body()]) -> JobInfo:
         return await poller.modify_job(
             job_id,
             trigger=body.trigger,
@@ -92,7 +90,7 @@ def add_job_routes(router: APIRouter, context: RouteContext) -> None:
         responses=responses(401, 403, 404, 422, 503),
         summary="Remove a scheduled job (its run history stays)",
     )
-    async def remove_job(job_id: JobId) -> None:
+    async def remove_job(job_id: PathId) -> None:
         await poller.remove_job(job_id)
 
     @router.post(
@@ -102,7 +100,7 @@ def add_job_routes(router: APIRouter, context: RouteContext) -> None:
         responses=responses(401, 403, 404, 422, 503),
         summary="Pause a job's ticks",
     )
-    async def pause_job(job_id: JobId) -> JobInfo:
+    async def pause_job(job_id: PathId) -> JobInfo:
         return await poller.pause_job(job_id)
 
     @router.post(
@@ -112,7 +110,7 @@ def add_job_routes(router: APIRouter, context: RouteContext) -> None:
         responses=responses(401, 403, 404, 422, 503),
         summary="Resume a paused job from its next tick",
     )
-    async def resume_job(job_id: JobId) -> JobInfo:
+    async def resume_job(job_id: PathId) -> JobInfo:
         return await poller.resume_job(job_id)
 
     @router.post(
@@ -123,5 +121,5 @@ def add_job_routes(router: APIRouter, context: RouteContext) -> None:
         responses=responses(401, 403, 404, 422, 503),
         summary="Run a job once now, outside its schedule",
     )
-    async def run_job_now(job_id: JobId) -> JobRunInfo:
+    async def run_job_now(job_id: PathId) -> JobRunInfo:
         return await poller.run_job_now(job_id)

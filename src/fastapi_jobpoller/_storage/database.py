@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy import event, exc
 from sqlalchemy.engine import Connection, Engine
 
-from .exceptions import ConfigurationError, DatabaseUnavailableError
+from ..exceptions import ConfigurationError, DatabaseUnavailableError
 from .tables import SCHEMA_VERSION, Tables
 
 __all__ = ["Database"]

@@ -4,7 +4,8 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .models import PollOptions, Trigger
+from .._storage.tables import ID_LENGTH
+from ..models import PollOptions, Trigger
 
 __all__ = [
     "ErrorResponse",
@@ -46,12 +47,12 @@ class PollCreate(PollOptions):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    function: str = Field(min_length=1, max_length=191, description="Registered name.")
+    function: str = Field(min_length=1, max_length=ID_LENGTH, description="Registered name.")
     arguments: dict[str, Any] = Field(default_factory=dict)
     id: str | None = Field(
         default=None,
         min_length=1,
-        max_length=191,
+        max_length=ID_LENGTH,
         pattern=_ID_PATTERN,
         description="Idempotency key: the same id and definition returns the stored poll.",
     )
@@ -62,10 +63,10 @@ class JobCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    function: str = Field(min_length=1, max_length=191, description="Registered name.")
+    function: str = Field(min_length=1, max_length=ID_LENGTH, description="Registered name.")
     trigger: Trigger
     arguments: dict[str, Any] = Field(default_factory=dict)
-    id: str | None = Field(default=None, min_length=1, max_length=191, pattern=_ID_PATTERN)
+    id: str | None = Field(default=None, min_length=1, max_length=ID_LENGTH, pattern=_ID_PATTERN)
     replace_existing: bool = False
     paused: bool = False
     misfire_grace_time: float | None = Field(default=None, ge=0, le=366 * 86_400)

@@ -4,11 +4,13 @@ import time
 from concurrent.futures import Executor
 from typing import Any
 
-from .calls import FunctionCaller, describe, format_traceback, is_json
-from .events import Event, EventBus, EventType
-from .job_store import JobStore
-from .models import JobRunState
-from .poll_runner import utcnow, write_through_outages
+from .._storage.job_store import JobStore
+from .._storage.tables import utcnow
+from ..events import EventType
+from ..models import JobRunState
+from .caller import FunctionCaller, describe, format_traceback, is_json
+from .event_bus import EventBus
+from .outages import write_through_outages
 from .registry import Registry
 
 __all__ = ["JobRunner"]
@@ -42,20 +44,16 @@ class JobRunner:
         self._worker_id = worker_id
 
     def _event(self, event_type: EventType, run: dict[str, Any], **fields: Any) -> None:
-        if self._events.wants(event_type):
-            self._events.emit(
-                Event(
-                    type=event_type,
-                    at=utcnow(),
-                    worker_id=self._worker_id,
-                    job_id=run["job_id"],
-                    run_id=run["id"],
-                    function=run["function"],
-                    scheduled_at=run["scheduled_at"],
-                    attempt=run["attempt"],
-                    **fields,
-                )
-            )
+        self._events.publish(
+            event_type,
+            self._worker_id,
+            job_id=run["job_id"],
+            run_id=run["id"],
+            function=run["function"],
+            scheduled_at=run["scheduled_at"],
+            attempt=run["attempt"],
+            **fields,
+        )
 
     def report_unrun(self, run: dict[str, Any]) -> None:
         """Tell listeners about a run recorded without running: missed, skipped (max

@@ -3,11 +3,11 @@
 # No `from __future__ import annotations`: FastAPI must see the real annotations.
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Response, status
+from fastapi import APIRouter, Query, Response, status
 
-from .api_models import Page, PollCreate
-from .models import PollInfo, PollOptions, PollState
-from .routes_common import NO_NUL, RouteContext, page, responses
+from ..models import PollInfo, PollOptions, PollState
+from .params import NameQuery, Offset, PathId, RouteContext, page, responses
+from .schemas import Page, PollCreate
 
 __all__ = ["add_poll_routes"]
 
@@ -16,8 +16,6 @@ def add_poll_routes(router: APIRouter, context: RouteContext) -> None:
     """Add the `/polls` routes to `router`."""
     poller, settings = context.poller, context.poller.settings
     Limit = Annotated[int, Query(ge=1, le=settings.max_page_size, description="Page size.")]
-    Offset = Annotated[int, Query(ge=0, le=10_000_000, description="Items to skip.")]
-    PollId = Annotated[str, Path(min_length=1, max_length=191, pattern=NO_NUL)]
     default_limit = context.default_limit
 
     @router.get(
@@ -29,7 +27,7 @@ def add_poll_routes(router: APIRouter, context: RouteContext) -> None:
     )
     async def list_polls(
         state: Annotated[list[PollState] | None, Query()] = None,
-        function: Annotated[str | None, Query(max_length=191, pattern=NO_NUL)] = None,
+        function: NameQuery = None,
         limit: Limit = default_limit,
         offset: Offset = 0,
     ) -> dict[str, Any]:
@@ -65,7 +63,7 @@ def add_poll_routes(router: APIRouter, context: RouteContext) -> None:
         responses=responses(401, 403, 404, 422, 503),
         summary="Get a poll",
     )
-    async def get_poll(poll_id: PollId) -> PollInfo:
+    async def get_poll(poll_id: PathId) -> PollInfo:
         return await poller.get_poll(poll_id)
 
     @router.get(
@@ -76,7 +74,7 @@ def add_poll_routes(router: APIRouter, context: RouteContext) -> None:
         summary="Hold the request until the poll ends (or the timeout passes)",
     )
     async def wait_for_poll(
-        poll_id: PollId,
+        poll_id: PathId,
         wait_seconds: Annotated[
             float,
             Query(
@@ -96,5 +94,5 @@ def add_poll_routes(router: APIRouter, context: RouteContext) -> None:
         responses=responses(401, 403, 404, 409, 422, 503),
         summary="Cancel a poll that has not ended",
     )
-    async def cancel_poll(poll_id: PollId) -> PollInfo:
+    async def cancel_poll(poll_id: PathId) -> PollInfo:
         return await poller.cancel_poll(poll_id)

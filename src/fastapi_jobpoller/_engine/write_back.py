@@ -1,0 +1,163 @@
+"""Keeping what the engine holds: lease renewal and the batched write-back of outcomes.
+
+Attempts that leave their poll pending hand their outcome to `queue`; one task writes
+the buffer back in batches (fenced by lease owner and attempt count, in `PollStore`).
+Another task renews the leases of the rows this process works on, including rows whose
+outcome still waits in the buffer, so no other process claims them meanwhile.
+"""
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from concurrent.futures import Executor
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import exc as sa_exc
+
+from .._storage.job_store import JobStore
+from .._storage.poll_store import PollStore
+from .._storage.tables import utcnow
+from ..config import JobPollerSettings
+from ..exceptions import DatabaseUnavailableError
+from .threads import run_in
+
+__all__ = ["DATABASE_ERRORS", "InFlight", "WriteBack"]
+
+logger = logging.getLogger(__name__)
+
+DATABASE_ERRORS = (DatabaseUnavailableError, sa_exc.SQLAlchemyError)
+"""What a database call of the engine may raise without it being a bug of ours."""
+
+# Pause before renewing leases again after a renewal failed (instead of a third of a
+# lease): leases survive an outage of up to about two thirds of `lease_seconds`.
+_RENEW_RETRY_SECONDS = 0.5
+# Pause before writing outcomes again after a write failed.
+_WRITE_RETRY_SECONDS = 1.0
+
+InFlight = Mapping["asyncio.Task[None]", tuple[str, str]]
+"""Each task in flight, with the kind ("poll" or "run") and id of the row it holds."""
+
+
+class WriteBack:
+    """The write buffer and lease renewal of one process's engine."""
+
+    def __init__(
+        self,
+        *,
+        settings: JobPollerSettings,
+        polls: PollStore,
+        jobs: JobStore,
+        database_pool: Executor,
+        worker_id: str,
+        in_flight: InFlight,
+    ) -> None:
+        self._settings = settings
+        self._polls = polls
+        self._jobs = jobs
+        self._database_pool = database_pool
+        self._worker_id = worker_id
+        self._in_flight = in_flight
+        self._pending_writes: list[dict[str, Any]] = []
+        self._pending_history: list[dict[str, Any]] = []
+        self._writes_waiting = asyncio.Event()
+
+    def queue(self, update: dict[str, Any], history: dict[str, Any] | None) -> None:
+        """Buffer a pending outcome (and its history row, if recorded) for the next batch."""
+        self._pending_writes.append(update)
+        if history is not None:
+            self._pending_history.append(history)
+        self._writes_waiting.set()
+
+    async def write_loop(self) -> None:
+        """Write the buffer back whenever it has something, retrying through outages."""
+        failing = False
+        while True:
+            await self._writes_waiting.wait()
+            self._writes_waiting.clear()
+            try:
+                await self.flush()
+                failing = False
+            except DATABASE_ERRORS as error:
+                if not failing:  # once per outage, not once a second
+                    logger.warning(
+                        "could not write poll outcomes; retrying: %s",
+                        error,
+                        extra={"event": "outcome_write_failed"},
+                    )
+                failing = True
+                await asyncio.sleep(_WRITE_RETRY_SECONDS)
+                self._writes_waiting.set()
+
+    async def flush(self) -> None:
+        """Write what the buffer holds now; on failure it goes back to the buffer."""
+        updates, self._pending_writes = self._pending_writes, []
+        history, self._pending_history = self._pending_history, []
+        if not updates:
+            return
+        try:
+            await run_in(
+                self._database_pool,
+                self._polls.write_pending,
+                updates,
+                worker=self._worker_id,
+                history=history,
+            )
+        except BaseException:
+            self._pending_writes[:0] = updates
+            self._pending_history[:0] = history
+            raise
+
+    async def renew_loop(self) -> None:
+        """Extend the leases of everything held, every third of a lease."""
+        period = self._settings.lease_seconds / 3
+        pause, failing = period, False
+        while True:
+            await asyncio.sleep(pause)
+            pause = period
+            if not self._in_flight and not self._pending_writes:
+                continue
+            try:
+                await self._renew()
+            except DATABASE_ERRORS as error:
+                # Try again soon: the next period could come after the leases expired.
+                pause = min(period, _RENEW_RETRY_SECONDS)
+                if not failing:
+                    logger.warning(
+                        "could not renew leases; retrying: %s",
+                        error,
+                        extra={"event": "lease_renew_failed"},
+                    )
+                failing = True
+            else:
+                failing = False
+
+    async def _renew(self) -> None:
+        lease_until = utcnow() + timedelta(seconds=self._settings.lease_seconds)
+        working = list(self._in_flight.values())
+        # Rows whose outcome waits in the write buffer are still held too.
+        polls = [row_id for kind, row_id in working if kind == "poll"]
+        polls += [update["id"] for update in self._pending_writes]
+        runs = [row_id for kind, row_id in working if kind == "run"]
+        if polls:
+            await run_in(
+                self._database_pool,
+                self._polls.renew_leases,
+                polls,
+                worker=self._worker_id,
+                lease_until=lease_until,
+            )
+        if runs:
+            await run_in(
+                self._database_pool,
+                self._jobs.renew_leases,
+                runs,
+                worker=self._worker_id,
+                lease_until=lease_until,
+            )
+
+    def release_leases(self) -> None:
+        """Hand every row this process holds back at once (at shutdown; blocking)."""
+        now = utcnow()
+        self._polls.release_leases(worker=self._worker_id, now=now)
+        self._jobs.release_leases(worker=self._worker_id, now=now)

@@ -1,0 +1,131 @@
+"""What every part of `JobPoller` shares: its state (settings, registry, events, stores)
+and the checks its poll and job methods both make."""
+
+import json
+import os
+import socket
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
+
+import anyio.to_thread
+from pydantic import ValidationError
+
+from ._engine.dispatcher import Dispatcher
+from ._engine.event_bus import EventBus
+from ._engine.registry import Registry
+from ._storage.database import Database
+from ._storage.history_store import HistoryStore
+from ._storage.job_store import JobStore
+from ._storage.poll_store import PollStore
+from ._storage.tables import ID_LENGTH
+from .config import JobPollerSettings
+from .events import EventType
+from .exceptions import (
+    ConfigurationError,
+    DatabaseUnavailableError,
+    InvalidArgumentsError,
+    NotRunningError,
+    PayloadTooLargeError,
+)
+from .models import Trigger
+
+__all__ = ["JobDeclaration", "PollerBase", "check_id", "check_page", "default", "in_thread"]
+
+T = TypeVar("T")
+
+
+def check_id(kind: str, value: str) -> str:
+    """Return `value` if it can be stored as an id.
+
+    Raises:
+        InvalidArgumentsError: It is empty, too long, padded, or holds a NUL character
+            (which PostgreSQL cannot store in a text column).
+    """
+    if not value or len(value) > ID_LENGTH or value.strip() != value or "\x00" in value:
+        raise InvalidArgumentsError(
+            f"a {kind} id must be 1 to {ID_LENGTH} characters without surrounding "
+            "spaces or NUL characters"
+        )
+    return value
+
+
+def check_page(limit: int, offset: int) -> None:
+    """Refuse a page that is empty or starts before the first item."""
+    if limit < 1 or offset < 0:
+        raise InvalidArgumentsError("limit must be at least 1 and offset not negative")
+
+
+def default(value: T | None, fallback: T) -> T:
+    """Return `value`, or `fallback` where it is None."""
+    return fallback if value is None else value
+
+
+async def in_thread(function: Callable[[], T]) -> T:
+    """Run a blocking database call off the event loop."""
+    return await anyio.to_thread.run_sync(function)
+
+
+@dataclass(frozen=True, slots=True)
+class JobDeclaration:
+    """A job `declare_job` asked for, created or updated at every start."""
+
+    job_id: str
+    function: str
+    trigger: Trigger | Mapping[str, Any]
+    arguments: Mapping[str, Any] | None
+    options: dict[str, Any]
+
+
+class PollerBase:
+    """The state of a `JobPoller`; `poller.py` documents the class itself."""
+
+    _polls: PollStore
+    _jobs: JobStore
+    _history: HistoryStore
+
+    def __init__(self, settings: JobPollerSettings | None = None, /, **overrides: Any) -> None:
+        try:
+            if settings is None:
+                settings = JobPollerSettings(**overrides)
+            elif overrides:
+                settings = JobPollerSettings(**{**settings.model_dump(), **overrides})
+        except ValidationError as exc:
+            raise ConfigurationError(f"invalid settings: {exc}") from None
+        self.settings = settings
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._registry = Registry()
+        self._events = EventBus()
+        self._database: Database | None = None
+        self._dispatcher: Dispatcher | None = None
+        self._schema_ready = False
+        # Jobs declared with `declare_job`, applied at every start.
+        self._declared_jobs: dict[str, JobDeclaration] = {}
+
+    def _emit(self, event_type: EventType, **fields: Any) -> None:
+        self._events.publish(event_type, self.worker_id, **fields)
+
+    # -- shared checks ---------------------------------------------------------------
+
+    def _arguments(
+        self, kind: Literal["poll", "job"], function: str, arguments: Mapping[str, Any] | None
+    ) -> dict[str, Any]:
+        """Validate arguments against the registered function and the size limit."""
+        stored = self._registry.get(kind, function).validate_arguments(arguments)
+        size = len(json.dumps(stored, separators=(",", ":")).encode())
+        if size > self.settings.max_arguments_bytes:
+            raise PayloadTooLargeError(
+                f"arguments take {size} bytes as JSON; the limit is "
+                f"{self.settings.max_arguments_bytes} (max_arguments_bytes)"
+            )
+        return stored
+
+    def _require_running(self) -> Dispatcher:
+        if self._dispatcher is None:
+            raise NotRunningError("start the poller first (`async with poller:`)")
+        if not self._schema_ready:
+            raise DatabaseUnavailableError(
+                "the database has not been reachable since this process started"
+            )
+        return self._dispatcher
