@@ -228,17 +228,20 @@ class JobPoller(PollMethods, JobMethods):
             self._dispatcher.mark_ready()
         self._dispatcher.start()
         if database.notifies:
-            loop = asyncio.get_running_loop()
-            dispatcher = self._dispatcher
-
-            def wake_from_thread(subject: str) -> None:
-                loop.call_soon_threadsafe(dispatcher.wake, subject != "polls")
-
-            self._change_listener = ChangeListener(
-                database.url, database.change_channel, wake_from_thread
-            )
-            self._change_listener.start()
+            self._listen_for_changes(database, self._dispatcher)
         self._emit(EventType.SCHEDULER_STARTED)
+
+    def _listen_for_changes(self, database: Database, dispatcher: Dispatcher) -> None:
+        """Wake the engine when another process announces a change (PostgreSQL NOTIFY)."""
+        loop = asyncio.get_running_loop()
+
+        def wake_from_thread(subject: str) -> None:
+            loop.call_soon_threadsafe(dispatcher.wake, subject != "polls")
+
+        self._change_listener = ChangeListener(
+            database.url, database.change_channel, wake_from_thread
+        )
+        self._change_listener.start()
 
     async def _prepare_database(self) -> None:
         """Create or check the tables, then apply the declared jobs."""

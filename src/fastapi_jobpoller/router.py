@@ -3,7 +3,7 @@
 The HTTP layer lives in the `http` package now.
 """
 
-from .http.errors import jobpoller_error_handler as jobpoller_error_handler
-from .http.router import get_jobs_router as get_jobs_router
+from .http import get_jobs_router as get_jobs_router
+from .http import jobpoller_error_handler as jobpoller_error_handler
 
 __all__ = ["get_jobs_router", "jobpoller_error_handler"]

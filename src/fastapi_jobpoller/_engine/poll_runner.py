@@ -202,6 +202,18 @@ class PollRunner:
             )
             self._event(EventType.POLL_PENDING, row, **event_fields)
             return
+        await self._finish(row, transition, now, history=history, event_fields=event_fields)
+
+    async def _finish(
+        self,
+        row: dict[str, Any],
+        transition: Transition,
+        now: datetime,
+        *,
+        history: dict[str, Any] | None,
+        event_fields: dict[str, Any],
+    ) -> None:
+        """Write a terminal transition (fenced), tell listeners, then run the callbacks."""
         values = {
             "state": transition.state.value,
             "consecutive_errors": transition.consecutive_errors,

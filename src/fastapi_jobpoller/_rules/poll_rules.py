@@ -86,7 +86,6 @@ def after_attempt(
     rng: random.Random,
 ) -> Transition:
     """Decide the poll's next state from the outcome of attempt number `poll['attempts']`."""
-    attempts: int = poll["attempts"]
     if isinstance(outcome, Done):
         return Transition(
             state=PollState.SUCCEEDED,
@@ -123,6 +122,24 @@ def after_attempt(
         error = None
         retry_after = outcome.retry_after
 
+    return _still_pending(
+        poll, now, rng, errors=errors, progress=progress, error=error, retry_after=retry_after
+    )
+
+
+def _still_pending(
+    poll: Mapping[str, Any],
+    now: datetime,
+    rng: random.Random,
+    *,
+    errors: int,
+    progress: Any,
+    error: str | None,
+    retry_after: float | None,
+) -> Transition:
+    """Decide the state after an attempt that did not end the poll by itself: timed out,
+    out of attempts, or pending until its next attempt."""
+    attempts: int = poll["attempts"]
     expired = timed_out(poll, now)
     if expired is not None:
         return Transition(

@@ -6,6 +6,7 @@ lock), and `(job_id, scheduled_at)` is unique: a tick runs once however many pro
 share the database.
 """
 
+import functools
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -15,17 +16,14 @@ import sqlalchemy as sa
 from sqlalchemy import exc
 from sqlalchemy.engine import Connection
 
-from .._apscheduler import first_fire_time, latest_due_tick, next_fire_time
+from .._apscheduler import first_fire_time
+from .._rules.job_rules import gives_up_lost_run, plan_tick
 from ..exceptions import JobConflictError, JobNotFoundError
 from ..models import JobRunState
 from ..triggers import TRIGGER_ADAPTER, Trigger
 from .database import Database
 
 __all__ = ["JobStore"]
-
-# A run whose worker vanished is run again, but not forever: a job that kills its
-# process every time would otherwise take down every process in turn.
-_MAX_RUN_ATTEMPTS = 3
 
 
 class JobStore:
@@ -196,9 +194,8 @@ class JobStore:
     ) -> list[dict[str, Any]]:
         """Turn due ticks into run rows, leased to `worker`; return them all.
 
-        Ticks later than their job's misfire grace time are recorded as missed, ticks
-        over the job's `max_instances` as skipped; only runs in state running are to be
-        executed.
+        What each tick becomes is `plan_tick`'s decision (`_rules/job_rules.py`): run,
+        missed or skipped; only runs in state running are to be executed.
         """
         jobs, runs = self._jobs, self._runs
         due = (
@@ -213,39 +210,30 @@ class JobStore:
         with self._db.transaction() as connection:
             for row in connection.execute(due).all():
                 job = dict(row._mapping)
-                trigger = TRIGGER_ADAPTER.validate_python(job["trigger"])
-                scheduled_at: datetime = job["next_run_at"]
-                if job["coalesce"]:
-                    scheduled_at = latest_due_tick(
-                        trigger, default_zone=self._zone, scheduled=scheduled_at, now=now
-                    )
-                following = next_fire_time(
-                    trigger,
-                    default_zone=self._zone,
-                    previous=scheduled_at,
+                plan = plan_tick(
+                    TRIGGER_ADAPTER.validate_python(job["trigger"]),
+                    due=job["next_run_at"],
                     now=now,
+                    default_zone=self._zone,
                     coalesce=job["coalesce"],
+                    misfire_grace_time=job["misfire_grace_time"],
+                    max_instances=job["max_instances"],
+                    running=functools.partial(self._running, connection, job["id"], now),
                 )
-                if (now - scheduled_at).total_seconds() > job["misfire_grace_time"]:
-                    state = JobRunState.MISSED
-                elif self._running(connection, job["id"], now) >= job["max_instances"]:
-                    state = JobRunState.SKIPPED
-                else:
-                    state = JobRunState.RUNNING
-                run = _new_run(job, scheduled_at=scheduled_at, state=state, attempt=1)
-                if state is JobRunState.RUNNING:
+                run = _new_run(job, scheduled_at=plan.scheduled_at, state=plan.state, attempt=1)
+                if plan.state is JobRunState.RUNNING:
                     run.update(worker=worker, due_at=lease_until, started_at=now)
                 else:
-                    run.update(worker=worker, finished_at=now, error=_NOT_RUN_REASONS[state])
+                    run.update(worker=worker, finished_at=now, error=plan.error)
                 created.append(run)
                 connection.execute(sa.insert(runs).values(**run))
-                if following is None and state is not JobRunState.RUNNING:
+                if plan.removes_job:
                     connection.execute(sa.delete(jobs).where(jobs.c.id == job["id"]))
                 else:
                     connection.execute(
                         sa.update(jobs)
                         .where(jobs.c.id == job["id"])
-                        .values(next_run_at=following, updated_at=now)
+                        .values(next_run_at=plan.next_run_at, updated_at=now)
                     )
         return created
 
@@ -278,7 +266,7 @@ class JobStore:
         with self._db.transaction() as connection:
             for row in connection.execute(due).all():
                 run = dict(row._mapping)
-                if run["attempt"] >= _MAX_RUN_ATTEMPTS:
+                if gives_up_lost_run(run["attempt"]):
                     given_up = {
                         "state": JobRunState.FAILED.value,
                         "due_at": None,
@@ -379,12 +367,6 @@ class JobStore:
             run = connection.execute(sa.select(sa.func.min(runs.c.due_at))).scalar()
         values = [v if v.tzinfo else v.replace(tzinfo=UTC) for v in (tick, run) if v is not None]
         return min(values) if values else None
-
-
-_NOT_RUN_REASONS = {
-    JobRunState.MISSED: "missed: started later than the job's misfire grace time",
-    JobRunState.SKIPPED: "skipped: the job's max_instances runs were still running",
-}
 
 
 def runs_ids_filter(runs: sa.Table, run_ids: Sequence[str]) -> Any:

@@ -16,11 +16,9 @@ from sqlalchemy import exc
 from ..exceptions import InvalidStateError, PollConflictError, PollNotFoundError
 from ..models import PollState
 from .database import Database
-from .tables import UTCDateTime, naive_utc
+from .poll_store_pg import ACTIVE_STATES, PsycopgPollPaths
 
 __all__ = ["Claim", "PollStore"]
-
-_ACTIVE = (PollState.PENDING.value, PollState.RUNNING.value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,11 +43,8 @@ class PollStore:
         self._db = database
         self._table = database.tables.polls
         self._attempts = database.tables.poll_attempts
-        self._pending_sql: str | None = None
-        self._claim_sql: str | None = None
-        self._time_columns = {
-            column.name for column in self._table.c if isinstance(column.type, UTCDateTime)
-        } | {"due_at"}
+        # PostgreSQL through psycopg: the engine's two busiest statements as raw SQL.
+        self._psycopg = PsycopgPollPaths(database) if database.psycopg else None
 
     def insert(
         self, row: Mapping[str, Any], *, announce: bool = True
@@ -135,7 +130,7 @@ class PollStore:
                 raise PollNotFoundError(f"no poll has id {poll_id!r}")
             updated = connection.execute(
                 sa.update(table)
-                .where(table.c.id == poll_id, table.c.state.in_(_ACTIVE))
+                .where(table.c.id == poll_id, table.c.state.in_(ACTIVE_STATES))
                 .values(
                     state=PollState.CANCELLED.value,
                     finished_at=now,
@@ -156,10 +151,9 @@ class PollStore:
 
     def claim(self, *, worker: str, now: datetime, lease_until: datetime, limit: int) -> Claim:
         """Lease up to `limit` due polls to `worker` until `lease_until`."""
-        if self._db.psycopg:
-            return self._claim_returning(
-                worker=worker, now=now, lease_until=lease_until, limit=limit
-            )
+        if self._psycopg is not None:
+            rows = self._psycopg.claim(worker=worker, now=now, lease_until=lease_until, limit=limit)
+            return _sort_claimed(rows, now)
         table = self._table
         due = (
             sa.select(table)
@@ -175,23 +169,16 @@ class PollStore:
                 return Claim([], [], [])
             for row in rows:
                 row["due_at"] = row["next_poll_at"]
-            attempts, expired, callbacks = [], [], []
-            for row in rows:
-                if row["state"] not in _ACTIVE:
-                    callbacks.append(row)
-                elif row["deadline"] is not None and row["deadline"] <= now:
-                    expired.append(row)
-                else:
-                    attempts.append(row)
+            claim = _sort_claimed(rows, now)
             lease = {
                 "lease_owner": worker,
                 "lease_expires_at": lease_until,
                 "next_poll_at": lease_until,
             }
-            if attempts:
+            if claim.attempts:
                 connection.execute(
                     sa.update(table)
-                    .where(table.c.id.in_([r["id"] for r in attempts]))
+                    .where(table.c.id.in_([r["id"] for r in claim.attempts]))
                     .values(
                         state=PollState.RUNNING.value,
                         attempts=table.c.attempts + 1,
@@ -199,84 +186,16 @@ class PollStore:
                         **lease,
                     )
                 )
-            if expired or callbacks:
+            held = claim.expired + claim.callbacks
+            if held:
                 connection.execute(
-                    sa.update(table)
-                    .where(table.c.id.in_([r["id"] for r in expired + callbacks]))
-                    .values(**lease)
+                    sa.update(table).where(table.c.id.in_([r["id"] for r in held])).values(**lease)
                 )
-        for row in attempts:
+        for row in claim.attempts:
             row.update(state=PollState.RUNNING.value, attempts=row["attempts"] + 1, **lease)
-        for row in expired + callbacks:
+        for row in held:
             row.update(lease)
-        return Claim(attempts, expired, callbacks)
-
-    def _claim_returning(
-        self, *, worker: str, now: datetime, lease_until: datetime, limit: int
-    ) -> Claim:
-        """`claim` in one statement (PostgreSQL with psycopg): lock, lease and read back the rows.
-
-        The same rows and values as the generic path, with one round trip instead of a
-        SELECT and an UPDATE (whose id list alone is as long as the batch). The statement
-        goes to the driver as text and its rows come back as the driver made them, times
-        made aware here: SQLAlchemy's processing of every value of every returned row was
-        the larger part of this, the engine's busiest call.
-        """
-        if self._claim_sql is None:
-            self._claim_sql = self._claim_statement()
-        with self._db.transaction() as connection:
-            result = connection.exec_driver_sql(
-                self._claim_sql,
-                {
-                    "now": naive_utc(now),
-                    "limit": limit,
-                    "worker": worker,
-                    "until": naive_utc(lease_until),
-                },
-            )
-            names = list(result.keys())
-            raw = result.fetchall()
-        times = [i for i, name in enumerate(names) if name in self._time_columns]
-        rows = []
-        for values in raw:
-            row = dict(zip(names, values, strict=True))
-            for i in times:
-                value = values[i]
-                if value is not None:
-                    row[names[i]] = value.replace(tzinfo=UTC)
-            rows.append(row)
-        rows.sort(key=lambda row: row["due_at"])
-        attempts, expired, callbacks = [], [], []
-        for row in rows:
-            if row["state"] not in _ACTIVE:
-                callbacks.append(row)
-            elif row["deadline"] is not None and row["deadline"] <= now:
-                expired.append(row)
-            else:
-                attempts.append(row)
-        return Claim(attempts, expired, callbacks)
-
-    def _claim_statement(self) -> str:
-        """The text of `_claim_returning`'s statement, for this table."""
-        preparer = self._db.engine.dialect.identifier_preparer
-        name = preparer.format_table(self._table)
-        columns = ", ".join(f"p.{preparer.quote(c.name)}" for c in self._table.c)
-        pending, running = (f"'{state}'" for state in _ACTIVE)
-        # Active and not past its deadline: an attempt (counted now); otherwise only leased.
-        attempt = (
-            f"p.state IN ({pending}, {running}) AND (p.deadline IS NULL OR p.deadline > %(now)s)"
-        )
-        return (
-            f"WITH due AS (SELECT id, next_poll_at AS due_at FROM {name} "
-            "WHERE next_poll_at <= %(now)s ORDER BY next_poll_at LIMIT %(limit)s "
-            "FOR UPDATE SKIP LOCKED) "
-            f"UPDATE {name} AS p SET "
-            f"state = CASE WHEN {attempt} THEN '{PollState.RUNNING.value}' ELSE p.state END, "
-            f"attempts = CASE WHEN {attempt} THEN p.attempts + 1 ELSE p.attempts END, "
-            f"updated_at = CASE WHEN {attempt} THEN %(now)s ELSE p.updated_at END, "
-            "lease_owner = %(worker)s, lease_expires_at = %(until)s, next_poll_at = %(until)s "
-            f"FROM due WHERE p.id = due.id RETURNING {columns}, due.due_at"
-        )
+        return claim
 
     def write_pending(
         self,
@@ -293,8 +212,8 @@ class PollStore:
         """
         if not updates:
             return
-        if self._db.psycopg:
-            self._write_pending_psycopg(updates, worker=worker, history=history)
+        if self._psycopg is not None:
+            self._psycopg.write_pending(updates, worker=worker, history=history)
             return
         table = self._table
         statement = (
@@ -336,49 +255,6 @@ class PollStore:
             if history:
                 connection.execute(sa.insert(self._attempts), list(history))
 
-    def _write_pending_psycopg(
-        self,
-        updates: Sequence[Mapping[str, Any]],
-        *,
-        worker: str,
-        history: Sequence[Mapping[str, Any]],
-    ) -> None:
-        """`write_pending` on PostgreSQL with psycopg: the same UPDATE per row, fenced the
-        same way, but the rows go to the driver as they are (it pipelines them).
-
-        SQLAlchemy's processing of every parameter of every row was the larger part of
-        this call's work; here each value is converted once, below.
-        """
-        from psycopg.types.json import Json
-
-        if self._pending_sql is None:
-            name = self._db.engine.dialect.identifier_preparer.format_table(self._table)
-            self._pending_sql = (
-                f"UPDATE {name} SET state = '{PollState.PENDING.value}', attempts = %s, "
-                "consecutive_errors = %s, next_poll_at = %s, progress = %s, error = %s, "
-                "updated_at = %s, lease_owner = NULL, lease_expires_at = NULL "
-                "WHERE id = %s AND attempts = %s AND lease_owner = %s "
-                f"AND state = '{PollState.RUNNING.value}'"
-            )
-        rows = [
-            (
-                u["new_attempts"],
-                u["consecutive_errors"],
-                naive_utc(u["next_poll_at"]),
-                None if u["progress"] is None else Json(u["progress"]),
-                u["error"],
-                naive_utc(u["updated_at"]),
-                u["id"],
-                u["attempts"],
-                worker,
-            )
-            for u in updates
-        ]
-        with self._db.transaction() as connection:
-            connection.exec_driver_sql(self._pending_sql, rows)
-            if history:
-                connection.execute(sa.insert(self._attempts), list(history))
-
     def write_terminal(
         self,
         poll_id: str,
@@ -404,7 +280,7 @@ class PollStore:
                     table.c.id == poll_id,
                     table.c.attempts == attempts,
                     table.c.lease_owner == worker,
-                    table.c.state.in_(_ACTIVE),
+                    table.c.state.in_(ACTIVE_STATES),
                 )
                 .values(
                     **values,
@@ -500,3 +376,16 @@ def _chunks(ids: Sequence[str]) -> list[Sequence[str]]:
 def _aware(value: datetime) -> datetime:
     # func.min() loses the column type on some dialects, so re-attach UTC by hand.
     return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _sort_claimed(rows: list[dict[str, Any]], now: datetime) -> Claim:
+    """Sort claimed rows by what is to be done with them (their `state` as before the claim)."""
+    attempts, expired, callbacks = [], [], []
+    for row in rows:
+        if row["state"] not in ACTIVE_STATES:
+            callbacks.append(row)
+        elif row["deadline"] is not None and row["deadline"] <= now:
+            expired.append(row)
+        else:
+            attempts.append(row)
+    return Claim(attempts, expired, callbacks)

@@ -82,102 +82,125 @@ class Tables:
 
     def __init__(self, prefix: str) -> None:
         self.metadata = sa.MetaData()
-        self.polls = sa.Table(
-            f"{prefix}polls",
-            self.metadata,
-            sa.Column("id", _key(), primary_key=True),
-            sa.Column("function", _key(), nullable=False),
-            sa.Column("arguments", _json(), nullable=False),
-            sa.Column("state", sa.String(16), nullable=False),
-            sa.Column("attempts", sa.Integer, nullable=False),
-            sa.Column("consecutive_errors", sa.Integer, nullable=False),
-            # Double, not Float: MySQL's FLOAT keeps ~7 digits (123456.789 -> 123457).
-            sa.Column("interval", sa.Double, nullable=False),
-            sa.Column("backoff_factor", sa.Double, nullable=False),
-            sa.Column("max_interval", sa.Double, nullable=True),
-            sa.Column("jitter", sa.Double, nullable=False),
-            sa.Column("timeout", sa.Double, nullable=True),
-            sa.Column("max_attempts", sa.Integer, nullable=True),
-            sa.Column("max_errors", sa.Integer, nullable=False),
-            sa.Column("callbacks", _json(), nullable=False),
-            sa.Column("callbacks_pending", sa.Boolean, nullable=False),
-            sa.Column("callback_attempts", sa.Integer, nullable=False, default=0),
-            sa.Column("created_at", UTCDateTime, nullable=False),
-            sa.Column("deadline", UTCDateTime, nullable=True),
-            # The dispatch key: when this row next needs a process. For a pending poll,
-            # its next attempt; while leased, the lease's expiry (so a crashed holder's
-            # work comes due again); NULL once nothing is left to do.
-            sa.Column("next_poll_at", UTCDateTime, nullable=True, index=True),
-            sa.Column("finished_at", UTCDateTime, nullable=True),
-            sa.Column("updated_at", UTCDateTime, nullable=False),
-            sa.Column("progress", _json(), nullable=True),
-            sa.Column("result", _json(), nullable=True),
-            sa.Column("error", sa.Text, nullable=True),
-            sa.Column("lease_owner", _key(), nullable=True, index=True),
-            sa.Column("lease_expires_at", UTCDateTime, nullable=True),
-            sa.Index(f"ix_{prefix}polls_state_function", "state", "function"),
-        )
-        self.jobs = sa.Table(
-            f"{prefix}jobs",
-            self.metadata,
-            sa.Column("id", _key(), primary_key=True),
-            sa.Column("function", _key(), nullable=False),
-            sa.Column("arguments", _json(), nullable=False),
-            sa.Column("trigger", _json(), nullable=False),
-            # NULL while paused or once the trigger has no more ticks.
-            sa.Column("next_run_at", UTCDateTime, nullable=True, index=True),
-            sa.Column("paused", sa.Boolean, nullable=False),
-            sa.Column("misfire_grace_time", sa.Double, nullable=False),
-            sa.Column("coalesce", sa.Boolean, nullable=False),
-            sa.Column("max_instances", sa.Integer, nullable=False),
-            sa.Column("created_at", UTCDateTime, nullable=False),
-            sa.Column("updated_at", UTCDateTime, nullable=False),
-        )
-        self.job_runs = sa.Table(
-            f"{prefix}job_runs",
-            self.metadata,
-            sa.Column("id", sa.String(36), primary_key=True),
-            sa.Column("job_id", _key(), nullable=False),
-            sa.Column("function", _key(), nullable=False),
-            sa.Column("arguments", _json(), nullable=False),
-            sa.Column("scheduled_at", UTCDateTime, nullable=False),
-            sa.Column("state", sa.String(16), nullable=False),
-            sa.Column("attempt", sa.Integer, nullable=False),
-            # Same role as polls.next_poll_at: queued runs and expired leases come due.
-            sa.Column("due_at", UTCDateTime, nullable=True, index=True),
-            sa.Column("worker", _key(), nullable=True),
-            sa.Column("started_at", UTCDateTime, nullable=True),
-            sa.Column("finished_at", UTCDateTime, nullable=True),
-            sa.Column("result", _json(), nullable=True),
-            sa.Column("error", sa.Text, nullable=True),
-            sa.Column("traceback", sa.Text, nullable=True),
-            # One run per tick of a job, whichever process claims it.
-            sa.UniqueConstraint("job_id", "scheduled_at", name=f"uq_{prefix}job_runs_tick"),
-            sa.Index(f"ix_{prefix}job_runs_job_state", "job_id", "state"),
-            sa.Index(f"ix_{prefix}job_runs_finished", "finished_at"),
-        )
-        # The story of a poll: every attempt, or only those that ended it or raised
-        # (the `attempt_history` setting).
-        self.poll_attempts = sa.Table(
-            f"{prefix}poll_attempts",
-            self.metadata,
-            sa.Column("id", sa.String(36), primary_key=True),
-            sa.Column("poll_id", _key(), nullable=False),
-            sa.Column("function", _key(), nullable=False),
-            sa.Column("attempt", sa.Integer, nullable=False),
-            sa.Column("worker", _key(), nullable=True),
-            sa.Column("started_at", UTCDateTime, nullable=False),
-            sa.Column("finished_at", UTCDateTime, nullable=False),
-            sa.Column("outcome", sa.String(16), nullable=False),
-            sa.Column("progress", _json(), nullable=True),
-            sa.Column("error", sa.Text, nullable=True),
-            sa.Column("traceback", sa.Text, nullable=True),
-            sa.Index(f"ix_{prefix}poll_attempts_poll", "poll_id", "attempt"),
-            sa.Index(f"ix_{prefix}poll_attempts_finished", "finished_at"),
-        )
-        # One row: the schema version these tables were created with.
-        self.schema_version = sa.Table(
-            f"{prefix}schema_version",
-            self.metadata,
-            sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
-        )
+        self.polls = _polls_table(self.metadata, prefix)
+        self.jobs = _jobs_table(self.metadata, prefix)
+        self.job_runs = _job_runs_table(self.metadata, prefix)
+        self.poll_attempts = _poll_attempts_table(self.metadata, prefix)
+        self.schema_version = _schema_version_table(self.metadata, prefix)
+
+
+def _polls_table(metadata: sa.MetaData, prefix: str) -> sa.Table:
+    """Per-request polls: one row a poll, with its pacing, budget, state and lease."""
+    return sa.Table(
+        f"{prefix}polls",
+        metadata,
+        sa.Column("id", _key(), primary_key=True),
+        sa.Column("function", _key(), nullable=False),
+        sa.Column("arguments", _json(), nullable=False),
+        sa.Column("state", sa.String(16), nullable=False),
+        sa.Column("attempts", sa.Integer, nullable=False),
+        sa.Column("consecutive_errors", sa.Integer, nullable=False),
+        # Double, not Float: MySQL's FLOAT keeps ~7 digits (123456.789 -> 123457).
+        sa.Column("interval", sa.Double, nullable=False),
+        sa.Column("backoff_factor", sa.Double, nullable=False),
+        sa.Column("max_interval", sa.Double, nullable=True),
+        sa.Column("jitter", sa.Double, nullable=False),
+        sa.Column("timeout", sa.Double, nullable=True),
+        sa.Column("max_attempts", sa.Integer, nullable=True),
+        sa.Column("max_errors", sa.Integer, nullable=False),
+        sa.Column("callbacks", _json(), nullable=False),
+        sa.Column("callbacks_pending", sa.Boolean, nullable=False),
+        sa.Column("callback_attempts", sa.Integer, nullable=False, default=0),
+        sa.Column("created_at", UTCDateTime, nullable=False),
+        sa.Column("deadline", UTCDateTime, nullable=True),
+        # The dispatch key: when this row next needs a process. For a pending poll,
+        # its next attempt; while leased, the lease's expiry (so a crashed holder's
+        # work comes due again); NULL once nothing is left to do.
+        sa.Column("next_poll_at", UTCDateTime, nullable=True, index=True),
+        sa.Column("finished_at", UTCDateTime, nullable=True),
+        sa.Column("updated_at", UTCDateTime, nullable=False),
+        sa.Column("progress", _json(), nullable=True),
+        sa.Column("result", _json(), nullable=True),
+        sa.Column("error", sa.Text, nullable=True),
+        sa.Column("lease_owner", _key(), nullable=True, index=True),
+        sa.Column("lease_expires_at", UTCDateTime, nullable=True),
+        sa.Index(f"ix_{prefix}polls_state_function", "state", "function"),
+    )
+
+
+def _jobs_table(metadata: sa.MetaData, prefix: str) -> sa.Table:
+    """Scheduled jobs: the function, its JSON arguments and trigger, the next tick."""
+    return sa.Table(
+        f"{prefix}jobs",
+        metadata,
+        sa.Column("id", _key(), primary_key=True),
+        sa.Column("function", _key(), nullable=False),
+        sa.Column("arguments", _json(), nullable=False),
+        sa.Column("trigger", _json(), nullable=False),
+        # NULL while paused or once the trigger has no more ticks.
+        sa.Column("next_run_at", UTCDateTime, nullable=True, index=True),
+        sa.Column("paused", sa.Boolean, nullable=False),
+        sa.Column("misfire_grace_time", sa.Double, nullable=False),
+        sa.Column("coalesce", sa.Boolean, nullable=False),
+        sa.Column("max_instances", sa.Integer, nullable=False),
+        sa.Column("created_at", UTCDateTime, nullable=False),
+        sa.Column("updated_at", UTCDateTime, nullable=False),
+    )
+
+
+def _job_runs_table(metadata: sa.MetaData, prefix: str) -> sa.Table:
+    """One row per tick of a job (or run-now), with how it ended."""
+    return sa.Table(
+        f"{prefix}job_runs",
+        metadata,
+        sa.Column("id", sa.String(36), primary_key=True),
+        sa.Column("job_id", _key(), nullable=False),
+        sa.Column("function", _key(), nullable=False),
+        sa.Column("arguments", _json(), nullable=False),
+        sa.Column("scheduled_at", UTCDateTime, nullable=False),
+        sa.Column("state", sa.String(16), nullable=False),
+        sa.Column("attempt", sa.Integer, nullable=False),
+        # Same role as polls.next_poll_at: queued runs and expired leases come due.
+        sa.Column("due_at", UTCDateTime, nullable=True, index=True),
+        sa.Column("worker", _key(), nullable=True),
+        sa.Column("started_at", UTCDateTime, nullable=True),
+        sa.Column("finished_at", UTCDateTime, nullable=True),
+        sa.Column("result", _json(), nullable=True),
+        sa.Column("error", sa.Text, nullable=True),
+        sa.Column("traceback", sa.Text, nullable=True),
+        # One run per tick of a job, whichever process claims it.
+        sa.UniqueConstraint("job_id", "scheduled_at", name=f"uq_{prefix}job_runs_tick"),
+        sa.Index(f"ix_{prefix}job_runs_job_state", "job_id", "state"),
+        sa.Index(f"ix_{prefix}job_runs_finished", "finished_at"),
+    )
+
+
+def _poll_attempts_table(metadata: sa.MetaData, prefix: str) -> sa.Table:
+    """The story of a poll: every attempt, or only those that ended it or raised (the
+    `attempt_history` setting)."""
+    return sa.Table(
+        f"{prefix}poll_attempts",
+        metadata,
+        sa.Column("id", sa.String(36), primary_key=True),
+        sa.Column("poll_id", _key(), nullable=False),
+        sa.Column("function", _key(), nullable=False),
+        sa.Column("attempt", sa.Integer, nullable=False),
+        sa.Column("worker", _key(), nullable=True),
+        sa.Column("started_at", UTCDateTime, nullable=False),
+        sa.Column("finished_at", UTCDateTime, nullable=False),
+        sa.Column("outcome", sa.String(16), nullable=False),
+        sa.Column("progress", _json(), nullable=True),
+        sa.Column("error", sa.Text, nullable=True),
+        sa.Column("traceback", sa.Text, nullable=True),
+        sa.Index(f"ix_{prefix}poll_attempts_poll", "poll_id", "attempt"),
+        sa.Index(f"ix_{prefix}poll_attempts_finished", "finished_at"),
+    )
+
+
+def _schema_version_table(metadata: sa.MetaData, prefix: str) -> sa.Table:
+    """One row: the schema version these tables were created with."""
+    return sa.Table(
+        f"{prefix}schema_version",
+        metadata,
+        sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+    )

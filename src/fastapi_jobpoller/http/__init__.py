@@ -4,7 +4,7 @@
 `schemas` holds the request and response bodies a client may want to reuse.
 """
 
-from .errors import jobpoller_error_handler as jobpoller_error_handler
-from .router import get_jobs_router as get_jobs_router
+from ._errors import jobpoller_error_handler as jobpoller_error_handler
+from ._router import get_jobs_router as get_jobs_router
 
 __all__ = ["get_jobs_router", "jobpoller_error_handler"]

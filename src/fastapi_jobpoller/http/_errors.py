@@ -26,7 +26,7 @@ from ..exceptions import (
     NotRunningError,
     PollNotFoundError,
 )
-from .auth import AccessDeniedError, AuthenticationError
+from ._auth import AccessDeniedError, AuthenticationError
 from .schemas import ErrorResponse
 
 __all__ = ["ErrorMappingRoute", "jobpoller_error_handler"]

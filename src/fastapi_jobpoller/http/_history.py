@@ -7,7 +7,7 @@ from fastapi import APIRouter, Query, Response
 from pydantic import AwareDatetime
 
 from ..models import JobRunInfo, JobRunState, PollAttemptInfo
-from .params import NameQuery, Offset, PathId, RouteContext, page, responses
+from ._params import NameQuery, Offset, PathId, RouteContext, page, responses
 from .schemas import Page
 
 __all__ = ["add_history_routes"]

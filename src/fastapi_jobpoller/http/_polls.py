@@ -6,7 +6,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Response, status
 
 from ..models import PollInfo, PollOptions, PollState
-from .params import NameQuery, Offset, PathId, RouteContext, page, responses
+from ._params import NameQuery, Offset, PathId, RouteContext, page, responses
 from .schemas import Page, PollCreate
 
 __all__ = ["add_poll_routes"]

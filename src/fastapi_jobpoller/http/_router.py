@@ -1,6 +1,6 @@
 """The management API: `get_jobs_router(poller)` builds it, closing over the poller.
 
-The routes are added by one module per resource (`polls.py`, `jobs.py`, `history.py`);
+The routes are added by one module per resource (`_polls.py`, `_jobs.py`, `_history.py`);
 errors are mapped by the route class of `errors.py`.
 """
 
@@ -13,12 +13,12 @@ from fastapi.params import Depends as DependsParam
 
 from ..models import Health
 from ..poller import JobPoller
-from .auth import access_dependency
-from .errors import ErrorMappingRoute, jobpoller_error_handler
-from .history import add_history_routes
-from .jobs import add_job_routes
-from .params import RouteContext, responses
-from .polls import add_poll_routes
+from ._auth import access_dependency
+from ._errors import ErrorMappingRoute, jobpoller_error_handler
+from ._history import add_history_routes
+from ._jobs import add_job_routes
+from ._params import RouteContext, responses
+from ._polls import add_poll_routes
 from .schemas import FunctionsResponse
 
 __all__ = ["get_jobs_router", "jobpoller_error_handler"]
@@ -42,7 +42,7 @@ def get_jobs_router(
         tags: OpenAPI tags of the routes.
 
     Every route but `/health` is refused to anonymous callers unless an API key setting
-    or `dependencies` protect it (see `auth.py`), or `auth_disabled` is set.
+    or `dependencies` protect it (see `_auth.py`), or `auth_disabled` is set.
     """
     settings = poller.settings
     if settings.auth_disabled:

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Query, Response, status
 
 from ..models import JobInfo, JobRunInfo
-from .params import NameQuery, Offset, PathId, RouteContext, page, responses
+from ._params import NameQuery, Offset, PathId, RouteContext, page, responses
 from .schemas import JobCreate, JobUpdate, Page
 
 __all__ = ["add_job_routes"]
