@@ -277,7 +277,7 @@ class JobMethods(PollerBase):
             JobNotFoundError: No job has that id.
         """
         dispatcher = self._require_running()
-        run = await in_thread(lambda: self._jobs.queue_run(job_id, now=utcnow()))
+        run = await in_thread(lambda: self._runs.queue_run(job_id, now=utcnow()))
         dispatcher.wake()
         return JobRunInfo.model_validate(run)
 
@@ -314,7 +314,7 @@ class JobMethods(PollerBase):
             JobNotFoundError: No run has that id.
         """
         self._require_running()
-        row = await in_thread(lambda: self._jobs.get_run(run_id))
+        row = await in_thread(lambda: self._runs.get_run(run_id))
         if row is None:
             raise JobNotFoundError(f"no job run has id {run_id!r}")
         return JobRunInfo.model_validate(row)

@@ -19,6 +19,8 @@ from ._storage.database import Database
 from ._storage.history_store import HistoryStore
 from ._storage.job_store import JobStore
 from ._storage.poll_store import PollStore
+from ._storage.quarantine_store import QuarantineStore
+from ._storage.run_store import RunStore
 from ._storage.tables import ID_LENGTH
 from .config import JobPollerSettings
 from .events import EventType
@@ -83,7 +85,9 @@ class PollerBase:
 
     _polls: PollStore
     _jobs: JobStore
+    _runs: RunStore
     _history: HistoryStore
+    _quarantine: QuarantineStore
 
     def __init__(self, settings: JobPollerSettings | None = None, /, **overrides: Any) -> None:
         try:

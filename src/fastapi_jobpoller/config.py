@@ -196,6 +196,17 @@ class JobPollerSettings(BaseSettings):
             "registers it, such as one running a newer deploy."
         ),
     )
+    recheck_seconds: float = Field(
+        default=30.0,
+        gt=0.0,
+        le=86_400.0,
+        description=(
+            "Seconds between two looks of a process at the rows it set aside (a job whose "
+            "stored trigger does not validate, a poll whose arguments are not an object): "
+            "a row fixed meanwhile resumes at the next look. The same look reports a job "
+            "that is overdue because no running process registers its function."
+        ),
+    )
     attempt_history: Literal["all", "transitions", "none"] = Field(
         default="transitions",
         description=(

@@ -31,6 +31,7 @@ class EventType(StrEnum):
     JOB_ERROR = "job_error"
     JOB_MISSED = "job_missed"
     JOB_MAX_INSTANCES = "job_max_instances"
+    JOB_QUARANTINED = "job_quarantined"
     POLL_SUBMITTED = "poll_submitted"
     POLL_ATTEMPT_STARTED = "poll_attempt_started"
     POLL_PENDING = "poll_pending"
@@ -39,6 +40,7 @@ class EventType(StrEnum):
     POLL_TIMED_OUT = "poll_timed_out"
     POLL_CANCELLED = "poll_cancelled"
     POLL_CALLBACK_FAILED = "poll_callback_failed"
+    POLL_QUARANTINED = "poll_quarantined"
 
 
 # Healthy operation logs at DEBUG (quiet at INFO); configuration changes at INFO; what
@@ -56,6 +58,7 @@ _LEVELS: dict[EventType, int] = {
     EventType.JOB_ERROR: logging.ERROR,
     EventType.JOB_MISSED: logging.WARNING,
     EventType.JOB_MAX_INSTANCES: logging.WARNING,
+    EventType.JOB_QUARANTINED: logging.WARNING,
     EventType.POLL_SUBMITTED: logging.DEBUG,
     EventType.POLL_ATTEMPT_STARTED: logging.DEBUG,
     EventType.POLL_PENDING: logging.DEBUG,
@@ -64,6 +67,7 @@ _LEVELS: dict[EventType, int] = {
     EventType.POLL_TIMED_OUT: logging.WARNING,
     EventType.POLL_CANCELLED: logging.INFO,
     EventType.POLL_CALLBACK_FAILED: logging.ERROR,
+    EventType.POLL_QUARANTINED: logging.WARNING,
 }
 # An attempt that raised leaves its poll pending (a transient error), but it is a failure
 # of user code all the same: it must show at INFO.

@@ -19,9 +19,7 @@ from ._job_methods import JobMethods
 from ._poll_methods import PollMethods
 from ._storage.change_listener import ChangeListener
 from ._storage.database import Database
-from ._storage.history_store import HistoryStore
-from ._storage.job_store import JobStore
-from ._storage.poll_store import PollStore
+from ._storage.stores import Stores
 from .events import EventType, Listener
 from .exceptions import DatabaseUnavailableError
 from .models import Health
@@ -195,18 +193,16 @@ class JobPoller(PollMethods, JobMethods):
             pool_size=self.settings.database_pool_size,
         )
         self._database = database
-        self._polls = PollStore(database)
-        self._jobs = JobStore(database, default_zone=self.settings.timezone)
-        self._history = HistoryStore(database)
+        stores = Stores.open(database, default_zone=self.settings.timezone)
+        self._polls, self._jobs, self._runs = stores.polls, stores.jobs, stores.runs
+        self._history, self._quarantine = stores.history, stores.quarantine
         self._schema_ready = False
         self._events.start()
         self._dispatcher = Dispatcher(
             settings=self.settings,
             registry=self._registry,
             events=self._events,
-            polls=self._polls,
-            jobs=self._jobs,
-            history=self._history,
+            stores=stores,
             worker_id=self.worker_id,
             startup=self._prepare_database,
         )

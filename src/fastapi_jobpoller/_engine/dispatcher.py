@@ -17,9 +17,7 @@ from typing import Any
 
 from sqlalchemy import exc as sa_exc
 
-from .._storage.history_store import HistoryStore
-from .._storage.job_store import JobStore
-from .._storage.poll_store import PollStore
+from .._storage.stores import Stores
 from .._storage.tables import utcnow
 from ..config import JobPollerSettings
 from ..exceptions import DatabaseUnavailableError
@@ -31,6 +29,7 @@ from .poll_runner import PollRunner
 from .pruner import prune_loop
 from .registry import Registry
 from .threads import DaemonThreadPool, run_in
+from .upkeep import Upkeep
 from .write_back import DATABASE_ERRORS, WriteBack
 
 __all__ = ["Dispatcher"]
@@ -67,18 +66,16 @@ class Dispatcher:
         settings: JobPollerSettings,
         registry: Registry,
         events: EventBus,
-        polls: PollStore,
-        jobs: JobStore,
-        history: HistoryStore,
+        stores: Stores,
         worker_id: str,
         startup: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._settings = settings
         self._registry = registry
         self._events = events
-        self._polls = polls
-        self._jobs = jobs
-        self._history = history
+        self._stores = stores
+        self._polls = stores.attempts
+        self._runs = stores.runs
         self.worker_id = worker_id
         # Run (and retried while the database is unreachable) before the first claim.
         self._startup = startup
@@ -101,10 +98,18 @@ class Dispatcher:
         self._write_back = WriteBack(
             settings=self._settings,
             polls=self._polls,
-            jobs=self._jobs,
+            runs=self._runs,
             database_pool=self._database_pool,
             worker_id=self.worker_id,
             in_flight=self._in_flight,
+        )
+        self.upkeep = Upkeep(
+            settings=self._settings,
+            registry=self._registry,
+            polls=self._stores.polls,
+            jobs=self._stores.jobs,
+            quarantine=self._stores.quarantine,
+            database_pool=self._database_pool,
         )
         self._poll_runner = PollRunner(
             settings=self._settings,
@@ -120,7 +125,7 @@ class Dispatcher:
             registry=self._registry,
             caller=self._caller,
             events=self._events,
-            store=self._jobs,
+            store=self._runs,
             database_pool=self._database_pool,
             worker_id=self.worker_id,
         )
@@ -130,12 +135,13 @@ class Dispatcher:
         self.last_cycle_monotonic = time.monotonic()
         self._tasks = [
             asyncio.create_task(self._dispatch_loop(), name="jobpoller-dispatch"),
-            asyncio.create_task(self._write_back.renew_loop(), name="jobpoller-renew"),
             asyncio.create_task(self._write_back.write_loop(), name="jobpoller-write"),
+            asyncio.create_task(self._write_back.renew_loop(), name="jobpoller-renew"),
             asyncio.create_task(
-                prune_loop(self._settings, self._history, self._database_pool),
+                prune_loop(self._settings, self._stores.history, self._database_pool),
                 name="jobpoller-prune",
             ),
+            asyncio.create_task(self.upkeep.loop(), name="jobpoller-upkeep"),
         ]
 
     @property
@@ -183,19 +189,15 @@ class Dispatcher:
                     extra={"event": "shutdown_abandoned", "count": len(unfinished)},
                 )
                 await asyncio.wait(unfinished, timeout=1.0)
-        for task in helpers:
+        # The write loop is closed, not cancelled: a batch being written when the stop
+        # came is written once, and whatever is left is flushed below.
+        write_loop, *others = helpers
+        for task in others:
             task.cancel()
-        await asyncio.gather(*helpers, return_exceptions=True)
-        try:
-            if self._startup is None:  # else this process never held anything
-                await self._write_back.flush()
-                await run_in(self._database_pool, self._write_back.release_leases)
-        except DATABASE_ERRORS as error:
-            logger.warning(
-                "could not hand leases back at shutdown; they expire by themselves: %s",
-                error,
-                extra={"event": "shutdown_release_failed"},
-            )
+        await self._write_back.close(write_loop)
+        await asyncio.gather(*others, return_exceptions=True)
+        if self._startup is None:  # else this process never held anything
+            await self._hand_back()
         self._caller.shutdown()
         self._database_pool.shutdown(wait=False)
         # Let the database threads return their connections before the engine is
@@ -203,6 +205,25 @@ class Dispatcher:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self._database_pool.join, _DATABASE_JOIN_SECONDS)
         self._tasks = []
+
+    async def _hand_back(self) -> None:
+        """Write what is buffered, then hand every lease back, even if the write failed."""
+        try:
+            await self._write_back.flush()
+        except DATABASE_ERRORS as error:
+            logger.warning(
+                "could not write the last poll outcomes at shutdown; their polls run again: %s",
+                error,
+                extra={"event": "shutdown_write_failed"},
+            )
+        try:
+            await run_in(self._database_pool, self._write_back.release_leases)
+        except DATABASE_ERRORS as error:
+            logger.warning(
+                "could not hand leases back at shutdown; they expire by themselves: %s",
+                error,
+                extra={"event": "shutdown_release_failed"},
+            )
 
     # -- the loop --------------------------------------------------------------------
 
@@ -274,7 +295,7 @@ class Dispatcher:
         self.database_ok = True
 
     def _next_due(self) -> datetime | None:
-        self._job_due = self._jobs.next_due()
+        self._job_due = self._runs.next_due(self._registry.names("job"))
         due = [d for d in (self._polls.next_due(), self._job_due) if d is not None]
         return min(due, default=None)
 
@@ -326,30 +347,43 @@ class Dispatcher:
         if self._stopping.is_set():  # stop() came while attempts were being started
             return False
         if room > 0 and self._jobs_may_be_due(now):
-            runs = await run_in(
+            room -= await self._claim_job_work(now, lease_until, room)
+        return len(claim) >= limit or room <= 0
+
+    async def _claim_job_work(self, now: datetime, lease_until: datetime, room: int) -> int:
+        """Claim queued or orphaned runs, then due ticks, of the job functions registered
+        here; start the runs, report the rest. Return how many runs were claimed."""
+        functions = self._registry.names("job")
+        if not functions:  # ticks wait for a process that can run them
+            return 0
+        runs = await run_in(
+            self._database_pool,
+            self._runs.claim_runs,
+            worker=self.worker_id,
+            now=now,
+            lease_until=lease_until,
+            limit=room,
+            functions=functions,
+        )
+        if room > len(runs):
+            ticks = await run_in(
                 self._database_pool,
-                self._jobs.claim_runs,
+                self._runs.claim_ticks,
                 worker=self.worker_id,
                 now=now,
                 lease_until=lease_until,
-                limit=room,
+                limit=min(room - len(runs), self._settings.claim_batch_size),
+                functions=functions,
             )
-            room -= len(runs)
-            if room > 0:
-                runs += await run_in(
-                    self._database_pool,
-                    self._jobs.claim_ticks,
-                    worker=self.worker_id,
-                    now=now,
-                    lease_until=lease_until,
-                    limit=min(room, self._settings.claim_batch_size),
-                )
-            for run in runs:
-                if run["state"] == JobRunState.RUNNING.value:
-                    self._spawn(self._job_runner.run(run), "run", run["id"])
-                else:
-                    self._job_runner.report_unrun(run)
-        return len(claim) >= limit or room <= 0
+            runs += ticks.runs
+            for job in ticks.quarantined:
+                self._job_runner.report_quarantined(job)
+        for run in runs:
+            if run["state"] == JobRunState.RUNNING.value:
+                self._spawn(self._job_runner.run(run), "run", run["id"])
+            else:
+                self._job_runner.report_unrun(run)
+        return len(runs)
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None], kind: str, row_id: str) -> None:
         task = asyncio.create_task(coroutine)

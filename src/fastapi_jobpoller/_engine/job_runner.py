@@ -4,7 +4,7 @@ import time
 from concurrent.futures import Executor
 from typing import Any
 
-from .._storage.job_store import JobStore
+from .._storage.run_store import RunStore
 from .._storage.tables import utcnow
 from ..events import EventType
 from ..models import JobRunState
@@ -32,7 +32,7 @@ class JobRunner:
         registry: Registry,
         caller: FunctionCaller,
         events: EventBus,
-        store: JobStore,
+        store: RunStore,
         database_pool: Executor,
         worker_id: str,
     ) -> None:
@@ -63,6 +63,17 @@ class JobRunner:
             run,
             outcome=run["state"],
             error=run["error"],
+        )
+
+    def report_quarantined(self, job: dict[str, Any]) -> None:
+        """Tell listeners (once) that a job was set aside: its stored row is unusable."""
+        self._events.publish(
+            EventType.JOB_QUARANTINED,
+            self._worker_id,
+            job_id=job["id"],
+            function=job["function"],
+            scheduled_at=job["next_run_at"],
+            error=job["reason"],
         )
 
     async def run(self, run: dict[str, Any]) -> None:

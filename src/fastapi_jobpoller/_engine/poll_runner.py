@@ -13,7 +13,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from .._rules.poll_rules import AttemptError, Transition, after_attempt, backoff_delay, timed_out
-from .._storage.poll_store import PollStore
+from .._rules.row_checks import poll_problem
+from .._storage.attempt_store import AttemptStore
 from .._storage.tables import utcnow
 from ..config import JobPollerSettings
 from ..events import EventType
@@ -49,7 +50,7 @@ class PollRunner:
         registry: Registry,
         caller: FunctionCaller,
         events: EventBus,
-        store: PollStore,
+        store: AttemptStore,
         database_pool: Executor,
         worker_id: str,
         write_back: WriteBack,
@@ -71,6 +72,10 @@ class PollRunner:
 
     async def attempt(self, row: dict[str, Any]) -> None:
         """Run one attempt of a claimed poll and store what it reported."""
+        problem = poll_problem(row)
+        if problem is not None:
+            await self._quarantine(row, problem)
+            return
         try:
             function = self._registry.get("poll", row["function"])
         except FunctionNotFoundError:
@@ -251,8 +256,25 @@ class PollRunner:
             }
             await self.deliver_callbacks(terminal)
 
+    async def _quarantine(self, row: dict[str, Any], problem: str) -> None:
+        """Set aside a poll whose stored row cannot be used, and say so once."""
+        landed = await write_through_outages(
+            self._database_pool,
+            self._store.quarantine,
+            row,
+            worker=self._worker_id,
+            reason=problem,
+            now=utcnow(),
+        )
+        if landed:
+            self._event(EventType.POLL_QUARANTINED, row, attempt=row["attempts"], error=problem)
+
     async def deliver_callbacks(self, row: dict[str, Any]) -> None:
         """Run a terminal poll's callbacks; if one fails, all run again later."""
+        problem = poll_problem(row)
+        if problem is not None:
+            await self._quarantine(row, problem)
+            return
         info = PollInfo.model_validate(row)
         failure: tuple[str, Exception] | None = None
         for name in row["callbacks"]:

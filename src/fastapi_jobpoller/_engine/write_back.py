@@ -7,6 +7,7 @@ outcome still waits in the buffer, so no other process claims them meanwhile.
 """
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Mapping
 from concurrent.futures import Executor
@@ -15,8 +16,8 @@ from typing import Any
 
 from sqlalchemy import exc as sa_exc
 
-from .._storage.job_store import JobStore
-from .._storage.poll_store import PollStore
+from .._storage.attempt_store import AttemptStore
+from .._storage.run_store import RunStore
 from .._storage.tables import utcnow
 from ..config import JobPollerSettings
 from ..exceptions import DatabaseUnavailableError
@@ -46,21 +47,23 @@ class WriteBack:
         self,
         *,
         settings: JobPollerSettings,
-        polls: PollStore,
-        jobs: JobStore,
+        polls: AttemptStore,
+        runs: RunStore,
         database_pool: Executor,
         worker_id: str,
         in_flight: InFlight,
     ) -> None:
         self._settings = settings
         self._polls = polls
-        self._jobs = jobs
+        self._runs = runs
         self._database_pool = database_pool
         self._worker_id = worker_id
         self._in_flight = in_flight
         self._pending_writes: list[dict[str, Any]] = []
         self._pending_history: list[dict[str, Any]] = []
         self._writes_waiting = asyncio.Event()
+        self._closed_event = asyncio.Event()
+        self._closing = False
 
     def queue(self, update: dict[str, Any], history: dict[str, Any] | None) -> None:
         """Buffer a pending outcome (and its history row, if recorded) for the next batch."""
@@ -70,11 +73,14 @@ class WriteBack:
         self._writes_waiting.set()
 
     async def write_loop(self) -> None:
-        """Write the buffer back whenever it has something, retrying through outages."""
+        """Write the buffer back whenever it has something, retrying through outages,
+        until `close`."""
         failing = False
-        while True:
+        while not self._closing:
             await self._writes_waiting.wait()
             self._writes_waiting.clear()
+            if self._closing:
+                return
             try:
                 await self.flush()
                 failing = False
@@ -86,11 +92,27 @@ class WriteBack:
                         extra={"event": "outcome_write_failed"},
                     )
                 failing = True
-                await asyncio.sleep(_WRITE_RETRY_SECONDS)
+                await self._pause(_WRITE_RETRY_SECONDS)
                 self._writes_waiting.set()
 
+    async def _pause(self, seconds: float) -> None:
+        """Sleep, but wake at once for `close`."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._closed_event.wait(), timeout=seconds)
+
+    async def close(self, write_loop: "asyncio.Task[None]") -> None:
+        """Stop `write_loop` between two batches (a batch in flight is written once)."""
+        self._closing = True
+        self._closed_event.set()
+        self._writes_waiting.set()
+        await asyncio.gather(write_loop, return_exceptions=True)
+
     async def flush(self) -> None:
-        """Write what the buffer holds now; on failure it goes back to the buffer."""
+        """Write what the buffer holds now; on failure it goes back to the buffer.
+
+        If the caller is cancelled meanwhile, the batch is not put back: its transaction
+        may commit all the same in the database thread, and it must not be written twice.
+        """
         updates, self._pending_writes = self._pending_writes, []
         history, self._pending_history = self._pending_history, []
         if not updates:
@@ -103,6 +125,8 @@ class WriteBack:
                 worker=self._worker_id,
                 history=history,
             )
+        except asyncio.CancelledError:
+            raise
         except BaseException:
             self._pending_writes[:0] = updates
             self._pending_history[:0] = history
@@ -150,7 +174,7 @@ class WriteBack:
         if runs:
             await run_in(
                 self._database_pool,
-                self._jobs.renew_leases,
+                self._runs.renew_leases,
                 runs,
                 worker=self._worker_id,
                 lease_until=lease_until,
@@ -160,4 +184,4 @@ class WriteBack:
         """Hand every row this process holds back at once (at shutdown; blocking)."""
         now = utcnow()
         self._polls.release_leases(worker=self._worker_id, now=now)
-        self._jobs.release_leases(worker=self._worker_id, now=now)
+        self._runs.release_leases(worker=self._worker_id, now=now)

@@ -1,13 +1,11 @@
-"""Queries on the polls table: submit, read, list, cancel, claim, write outcomes.
+"""Queries on the polls table for the API: submit, read, list, count, cancel, unpark.
 
+The engine's side (claims, fenced outcome writes, leases) is in `attempt_store.py`.
 Every function is synchronous and runs in a worker thread, never on the event loop.
-Outcome writes are fenced: they only land while the row is still leased by this worker
-for the same attempt, so a late result from a process that lost its lease is ignored.
 """
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -16,24 +14,9 @@ from sqlalchemy import exc
 from ..exceptions import InvalidStateError, PollConflictError, PollNotFoundError
 from ..models import PollState
 from .database import Database
-from .poll_store_pg import ACTIVE_STATES, PsycopgPollPaths
+from .poll_store_pg import ACTIVE_STATES
 
-__all__ = ["Claim", "PollStore"]
-
-
-@dataclass(frozen=True, slots=True)
-class Claim:
-    """Rows this worker now holds, by what it must do with them."""
-
-    attempts: list[dict[str, Any]]
-    """Run an attempt (`attempts` already counts it)."""
-    expired: list[dict[str, Any]]
-    """Past the deadline: record the timeout without calling the function."""
-    callbacks: list[dict[str, Any]]
-    """Terminal with callbacks still to deliver."""
-
-    def __len__(self) -> int:
-        return len(self.attempts) + len(self.expired) + len(self.callbacks)
+__all__ = ["PollStore"]
 
 
 class PollStore:
@@ -42,9 +25,6 @@ class PollStore:
     def __init__(self, database: Database) -> None:
         self._db = database
         self._table = database.tables.polls
-        self._attempts = database.tables.poll_attempts
-        # PostgreSQL through psycopg: the engine's two busiest statements as raw SQL.
-        self._psycopg = PsycopgPollPaths(database) if database.psycopg else None
 
     def insert(
         self, row: Mapping[str, Any], *, announce: bool = True
@@ -149,243 +129,24 @@ class PollStore:
             row = connection.execute(sa.select(table).where(table.c.id == poll_id)).one()
         return dict(row._mapping)
 
-    def claim(self, *, worker: str, now: datetime, lease_until: datetime, limit: int) -> Claim:
-        """Lease up to `limit` due polls to `worker` until `lease_until`."""
-        if self._psycopg is not None:
-            rows = self._psycopg.claim(worker=worker, now=now, lease_until=lease_until, limit=limit)
-            return _sort_claimed(rows, now)
-        table = self._table
-        due = (
-            sa.select(table)
-            .where(table.c.next_poll_at <= now)
-            .order_by(table.c.next_poll_at)
-            .limit(limit)
-        )
-        if self._db.skip_locked:
-            due = due.with_for_update(skip_locked=True)
-        with self._db.transaction() as connection:
-            rows = [dict(r._mapping) for r in connection.execute(due)]
-            if not rows:
-                return Claim([], [], [])
-            for row in rows:
-                row["due_at"] = row["next_poll_at"]
-            claim = _sort_claimed(rows, now)
-            lease = {
-                "lease_owner": worker,
-                "lease_expires_at": lease_until,
-                "next_poll_at": lease_until,
-            }
-            if claim.attempts:
-                connection.execute(
-                    sa.update(table)
-                    .where(table.c.id.in_([r["id"] for r in claim.attempts]))
-                    .values(
-                        state=PollState.RUNNING.value,
-                        attempts=table.c.attempts + 1,
-                        updated_at=now,
-                        **lease,
-                    )
-                )
-            held = claim.expired + claim.callbacks
-            if held:
-                connection.execute(
-                    sa.update(table).where(table.c.id.in_([r["id"] for r in held])).values(**lease)
-                )
-        for row in claim.attempts:
-            row.update(state=PollState.RUNNING.value, attempts=row["attempts"] + 1, **lease)
-        for row in held:
-            row.update(lease)
-        return claim
+    def unpark(self, poll_id: str, *, now: datetime) -> bool:
+        """Make a parked poll (set aside, no `next_poll_at`) due now; return whether it was.
 
-    def write_pending(
-        self,
-        updates: Sequence[Mapping[str, Any]],
-        *,
-        worker: str,
-        history: Sequence[Mapping[str, Any]] = (),
-    ) -> None:
-        """Write back attempts that leave their polls pending, in one batch.
-
-        Each update has `id`, `attempts` (the fencing token), `new_attempts`,
-        `consecutive_errors`, `next_poll_at`, `progress`, `error` and `updated_at`;
-        `history` rows go to the attempts table in the same transaction.
-        """
-        if not updates:
-            return
-        if self._psycopg is not None:
-            self._psycopg.write_pending(updates, worker=worker, history=history)
-            return
-        table = self._table
-        statement = (
-            sa.update(table)
-            .where(
-                table.c.id == sa.bindparam("b_id"),
-                table.c.attempts == sa.bindparam("b_attempts"),
-                table.c.lease_owner == sa.bindparam("b_worker"),
-                table.c.state == PollState.RUNNING.value,
-            )
-            .values(
-                state=PollState.PENDING.value,
-                attempts=sa.bindparam("b_new_attempts"),
-                consecutive_errors=sa.bindparam("b_errors"),
-                next_poll_at=sa.bindparam("b_next"),
-                progress=sa.bindparam("b_progress"),
-                error=sa.bindparam("b_error"),
-                updated_at=sa.bindparam("b_now"),
-                lease_owner=None,
-                lease_expires_at=None,
-            )
-        )
-        parameters = [
-            {
-                "b_id": u["id"],
-                "b_attempts": u["attempts"],
-                "b_new_attempts": u["new_attempts"],
-                "b_worker": worker,
-                "b_errors": u["consecutive_errors"],
-                "b_next": u["next_poll_at"],
-                "b_progress": u["progress"],
-                "b_error": u["error"],
-                "b_now": u["updated_at"],
-            }
-            for u in updates
-        ]
-        with self._db.transaction() as connection:
-            connection.execute(statement, parameters)
-            if history:
-                connection.execute(sa.insert(self._attempts), list(history))
-
-    def write_terminal(
-        self,
-        poll_id: str,
-        *,
-        worker: str,
-        attempts: int,
-        values: Mapping[str, Any],
-        now: datetime,
-        lease_until: datetime,
-        history: Mapping[str, Any] | None = None,
-    ) -> bool:
-        """End a poll this worker holds; keep the lease if callbacks are to run.
-
-        Returns:
-            Whether the write landed (False: the lease was lost, or it was cancelled).
+        A poll is parked when it has not ended, or has callbacks to deliver, and no
+        process holds it, yet no time is set for it.
         """
         table = self._table
-        callbacks_pending = bool(values["callbacks_pending"])
         with self._db.transaction() as connection:
             result = connection.execute(
                 sa.update(table)
                 .where(
                     table.c.id == poll_id,
-                    table.c.attempts == attempts,
-                    table.c.lease_owner == worker,
-                    table.c.state.in_(ACTIVE_STATES),
+                    table.c.next_poll_at.is_(None),
+                    table.c.lease_owner.is_(None),
+                    sa.or_(table.c.state.in_(ACTIVE_STATES), table.c.callbacks_pending),
                 )
-                .values(
-                    **values,
-                    finished_at=now,
-                    updated_at=now,
-                    next_poll_at=lease_until if callbacks_pending else None,
-                    lease_owner=worker if callbacks_pending else None,
-                    lease_expires_at=lease_until if callbacks_pending else None,
-                )
+                .values(next_poll_at=now, error=None, updated_at=now)
             )
-            if result.rowcount and history is not None:
-                connection.execute(sa.insert(self._attempts).values(**history))
+            if result.rowcount:
+                self._db.announce_change(connection, "polls")
         return bool(result.rowcount)
-
-    def finish_callbacks(self, poll_id: str, *, worker: str, now: datetime) -> None:
-        """Mark a terminal poll's callbacks as delivered and release it."""
-        table = self._table
-        with self._db.transaction() as connection:
-            connection.execute(
-                sa.update(table)
-                .where(table.c.id == poll_id, table.c.lease_owner == worker)
-                .values(
-                    callbacks_pending=False,
-                    next_poll_at=None,
-                    lease_owner=None,
-                    lease_expires_at=None,
-                    updated_at=now,
-                )
-            )
-
-    def release_for_retry(self, poll_id: str, *, worker: str, at: datetime, give_up: bool) -> None:
-        """Count a failed callback delivery; try again at `at`, or give up for good."""
-        table = self._table
-        with self._db.transaction() as connection:
-            connection.execute(
-                sa.update(table)
-                .where(table.c.id == poll_id, table.c.lease_owner == worker)
-                .values(
-                    callback_attempts=table.c.callback_attempts + 1,
-                    callbacks_pending=not give_up,
-                    next_poll_at=None if give_up else at,
-                    lease_owner=None,
-                    lease_expires_at=None,
-                )
-            )
-
-    def renew_leases(self, poll_ids: Sequence[str], *, worker: str, lease_until: datetime) -> int:
-        """Extend this worker's leases on the polls it is working on; return how many."""
-        table = self._table
-        renewed = 0
-        with self._db.transaction() as connection:
-            for chunk in _chunks(poll_ids):
-                result = connection.execute(
-                    sa.update(table)
-                    .where(
-                        table.c.id.in_(chunk),
-                        table.c.lease_owner == worker,
-                        table.c.next_poll_at.is_not(None),
-                    )
-                    .values(lease_expires_at=lease_until, next_poll_at=lease_until)
-                )
-                renewed += int(result.rowcount)
-        return renewed
-
-    def release_leases(self, *, worker: str, now: datetime) -> int:
-        """Hand this worker's unfinished rows back at once (used at shutdown)."""
-        table = self._table
-        with self._db.transaction() as connection:
-            result = connection.execute(
-                sa.update(table)
-                .where(table.c.lease_owner == worker, table.c.next_poll_at.is_not(None))
-                .values(lease_expires_at=now, next_poll_at=now)
-            )
-        return int(result.rowcount)
-
-    def next_due(self) -> datetime | None:
-        """Return the earliest `next_poll_at`, or None if nothing is waiting."""
-        with self._db.transaction(read_only=True) as connection:
-            value: datetime | None = connection.execute(
-                sa.select(sa.func.min(self._table.c.next_poll_at))
-            ).scalar()
-        return None if value is None else _aware(value)
-
-
-# Ids per IN (...) list: well inside every database's limit on bound parameters.
-_IDS_PER_STATEMENT = 500
-
-
-def _chunks(ids: Sequence[str]) -> list[Sequence[str]]:
-    return [ids[i : i + _IDS_PER_STATEMENT] for i in range(0, len(ids), _IDS_PER_STATEMENT)]
-
-
-def _aware(value: datetime) -> datetime:
-    # func.min() loses the column type on some dialects, so re-attach UTC by hand.
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
-def _sort_claimed(rows: list[dict[str, Any]], now: datetime) -> Claim:
-    """Sort claimed rows by what is to be done with them (their `state` as before the claim)."""
-    attempts, expired, callbacks = [], [], []
-    for row in rows:
-        if row["state"] not in ACTIVE_STATES:
-            callbacks.append(row)
-        elif row["deadline"] is not None and row["deadline"] <= now:
-            expired.append(row)
-        else:
-            attempts.append(row)
-    return Claim(attempts, expired, callbacks)

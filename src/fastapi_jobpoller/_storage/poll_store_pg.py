@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
 from ..models import PollState
 from .database import Database
@@ -28,7 +28,6 @@ class PsycopgPollPaths:
     def __init__(self, database: Database) -> None:
         self._database = database
         self._table = database.tables.polls
-        self._attempts = database.tables.poll_attempts
         self._pending_sql: str | None = None
         self._claim_sql: str | None = None
         self._time_columns = {
@@ -94,15 +93,11 @@ class PsycopgPollPaths:
             f"FROM due WHERE p.id = due.id RETURNING {columns}, due.due_at"
         )
 
-    def write_pending(
-        self,
-        updates: Sequence[Mapping[str, Any]],
-        *,
-        worker: str,
-        history: Sequence[Mapping[str, Any]],
+    def update_pending(
+        self, connection: Connection, updates: Sequence[Mapping[str, Any]], *, worker: str
     ) -> None:
-        """`PollStore.write_pending`: the same UPDATE per row, fenced the same way, but the
-        rows go to the driver as they are (it pipelines them).
+        """`PollStore.write_pending`'s UPDATEs: the same statement per row, fenced the same
+        way, but the rows go to the driver as they are (it pipelines them).
 
         SQLAlchemy's processing of every parameter of every row was the larger part of
         this call's work; here each value is converted once, below.
@@ -132,7 +127,4 @@ class PsycopgPollPaths:
             )
             for u in updates
         ]
-        with self._database.transaction() as connection:
-            connection.exec_driver_sql(self._pending_sql, rows)
-            if history:
-                connection.execute(sa.insert(self._attempts), list(history))
+        connection.exec_driver_sql(self._pending_sql, rows)

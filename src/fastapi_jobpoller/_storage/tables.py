@@ -86,6 +86,7 @@ class Tables:
         self.jobs = _jobs_table(self.metadata, prefix)
         self.job_runs = _job_runs_table(self.metadata, prefix)
         self.poll_attempts = _poll_attempts_table(self.metadata, prefix)
+        self.quarantine = _quarantine_table(self.metadata, prefix)
         self.schema_version = _schema_version_table(self.metadata, prefix)
 
 
@@ -194,6 +195,25 @@ def _poll_attempts_table(metadata: sa.MetaData, prefix: str) -> sa.Table:
         sa.Column("traceback", sa.Text, nullable=True),
         sa.Index(f"ix_{prefix}poll_attempts_poll", "poll_id", "attempt"),
         sa.Index(f"ix_{prefix}poll_attempts_finished", "finished_at"),
+    )
+
+
+def _quarantine_table(metadata: sa.MetaData, prefix: str) -> sa.Table:
+    """Rows the engine set aside because it cannot use them (a trigger that does not
+    validate, arguments that are not an object, ...): one row each, with the reason.
+
+    A table of its own, not columns, so that the set-aside rows stay as they were, and a
+    0.1.0 database gains it by `create_tables` alone.
+    """
+    return sa.Table(
+        f"{prefix}quarantine",
+        metadata,
+        # "poll" or "job".
+        sa.Column("kind", sa.String(8), primary_key=True),
+        sa.Column("row_id", _key(), primary_key=True),
+        sa.Column("reason", sa.Text, nullable=False),
+        sa.Column("found_at", UTCDateTime, nullable=False),
+        sa.Column("worker", _key(), nullable=True),
     )
 
 

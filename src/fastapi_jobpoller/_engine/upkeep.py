@@ -1,0 +1,128 @@
+"""Upkeep: re-check rows set aside, and report jobs that no running process can run.
+
+Every `recheck_seconds`, each process looks at the quarantine records: a row that is gone
+loses its record, a row that now passes the checks of `_rules/row_checks.py` is released
+(a poll is made due again; a job's claims resume at its stored next tick). The same look
+finds jobs overdue by more than a minute whose function this process does not register:
+no process claimed them, so no running process registers it. Each is reported once.
+"""
+
+import asyncio
+import logging
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from .._rules.row_checks import job_problem, poll_problem
+from .._storage.job_store import JobStore
+from .._storage.poll_store import PollStore
+from .._storage.quarantine_store import QuarantineStore
+from .._storage.tables import utcnow
+from ..config import JobPollerSettings
+from ..exceptions import JobNotFoundError
+from .registry import Registry
+from .threads import run_in
+from .write_back import DATABASE_ERRORS
+
+__all__ = ["Upkeep", "UpkeepReport"]
+
+logger = logging.getLogger(__name__)
+
+# A job this late was not claimed by any process: none that runs registers its function
+# (claims look for due ticks several times a second).
+_UNCLAIMED_AFTER = timedelta(seconds=60)
+# Records re-checked per look; the rest wait for the next one.
+_RECHECK_BATCH = 500
+
+
+@dataclass(slots=True)
+class UpkeepReport:
+    """What the last look found, for `/health`."""
+
+    quarantined: int = 0
+    released: int = 0
+    unclaimed_jobs: dict[str, str] = field(default_factory=dict)
+    """Overdue jobs whose function no running process registers: id -> function."""
+
+
+class Upkeep:
+    """The periodic look of one process."""
+
+    def __init__(
+        self,
+        *,
+        settings: JobPollerSettings,
+        registry: Registry,
+        polls: PollStore,
+        jobs: JobStore,
+        quarantine: QuarantineStore,
+        database_pool: Executor,
+    ) -> None:
+        self._settings = settings
+        self._registry = registry
+        self._polls = polls
+        self._jobs = jobs
+        self._quarantine = quarantine
+        self._database_pool = database_pool
+        self.report = UpkeepReport()
+
+    async def loop(self) -> None:
+        """Look every `recheck_seconds`, forever; a failed look is logged once and skipped."""
+        failing = False
+        while True:
+            try:
+                report = await run_in(self._database_pool, self.look, utcnow())
+                self._tell(report)
+                self.report, failing = report, False
+            except DATABASE_ERRORS as error:
+                if not failing:
+                    logger.warning(
+                        "could not re-check set-aside rows: %s",
+                        error,
+                        extra={"event": "upkeep_failed"},
+                    )
+                failing = True
+            await asyncio.sleep(self._settings.recheck_seconds)
+
+    def look(self, now: datetime) -> UpkeepReport:
+        """Release the set-aside rows found fixed or gone; find unclaimed jobs (blocking)."""
+        report = UpkeepReport()
+        for record in self._quarantine.list_records(limit=_RECHECK_BATCH):
+            kind, row_id = record["kind"], record["row_id"]
+            if self._fixed(kind, row_id, now):
+                self._quarantine.release(kind, [row_id])
+                if kind == "poll":
+                    self._polls.unpark(row_id, now=now)
+                report.released += 1
+        report.quarantined = sum(self._quarantine.count().values())
+        mine = set(self._registry.names("job"))
+        for job in self._jobs.overdue(before=now - _UNCLAIMED_AFTER):
+            if job["function"] not in mine:
+                report.unclaimed_jobs[job["id"]] = job["function"]
+        return report
+
+    def _fixed(self, kind: str, row_id: str, now: datetime) -> bool:
+        if kind == "poll":
+            row = self._polls.get(row_id)
+            return row is None or poll_problem(row) is None
+        try:
+            job = self._jobs.get(row_id)
+        except JobNotFoundError:
+            return True
+        return job_problem(job, default_zone=self._settings.timezone, now=now) is None
+
+    def _tell(self, report: UpkeepReport) -> None:
+        if report.released:
+            logger.warning(
+                "%d set-aside rows are usable again and resume",
+                report.released,
+                extra={"event": "quarantine_released", "count": report.released},
+            )
+        for job_id, function in report.unclaimed_jobs.items():
+            if job_id not in self.report.unclaimed_jobs:
+                logger.warning(
+                    "job %r is overdue: no running process registers its function %r",
+                    job_id,
+                    function,
+                    extra={"event": "job_unclaimed", "job_id": job_id, "function": function},
+                )
