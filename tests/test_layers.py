@@ -18,7 +18,10 @@ LAYERS = (
     ("rules", {"_rules"}),
     ("storage", {"_storage"}),
     ("engine", {"_engine"}),
-    ("facade", {"_poller_base", "_poll_methods", "_job_methods", "poller", "metrics"}),
+    (
+        "facade",
+        {"_poller_base", "_poll_methods", "_job_methods", "_rows", "_health", "poller", "metrics"},
+    ),
     ("http", {"http", "router"}),
     ("app", {"lifespan"}),
     ("package", {"__init__"}),
@@ -132,7 +135,13 @@ def test_no_source_module_is_over_400_lines() -> None:
 
 def test_no_function_is_over_60_lines_outside_route_factories() -> None:
     # Route factories are declarative: one decorated endpoint after another.
-    route_factories = {"get_jobs_router", "add_poll_routes", "add_job_routes", "add_history_routes"}
+    route_factories = {
+        "get_jobs_router",
+        "add_poll_routes",
+        "add_job_routes",
+        "add_history_routes",
+        "add_quarantine_routes",
+    }
     long = []
     for path in PACKAGE.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):

@@ -10,6 +10,7 @@ from .exceptions import FunctionNotFoundError as FunctionNotFoundError
 from .exceptions import InvalidArgumentsError as InvalidArgumentsError
 from .exceptions import InvalidStateError as InvalidStateError
 from .exceptions import InvalidTriggerError as InvalidTriggerError
+from .exceptions import JobAlreadyRanError as JobAlreadyRanError
 from .exceptions import JobConflictError as JobConflictError
 from .exceptions import JobNotFoundError as JobNotFoundError
 from .exceptions import JobPollerError as JobPollerError
@@ -31,6 +32,7 @@ from .models import PollAttemptInfo as PollAttemptInfo
 from .models import PollInfo as PollInfo
 from .models import PollOptions as PollOptions
 from .models import PollState as PollState
+from .models import QuarantinedRow as QuarantinedRow
 from .outcomes import Done as Done
 from .outcomes import Failed as Failed
 from .outcomes import Pending as Pending
@@ -54,6 +56,7 @@ __all__ = [
     "InvalidArgumentsError",
     "InvalidStateError",
     "InvalidTriggerError",
+    "JobAlreadyRanError",
     "JobConflictError",
     "JobInfo",
     "JobNotFoundError",
@@ -71,6 +74,7 @@ __all__ = [
     "PollNotFoundError",
     "PollOptions",
     "PollState",
+    "QuarantinedRow",
     "__version__",
     "get_jobs_router",
     "jobpoller_error_handler",

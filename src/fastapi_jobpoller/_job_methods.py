@@ -1,5 +1,6 @@
 """The scheduled-job half of `JobPoller`: define, change, pause and inspect jobs."""
 
+import logging
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -9,12 +10,14 @@ from pydantic import ValidationError
 
 from ._apscheduler import first_fire_time, normalize_trigger
 from ._poller_base import JobDeclaration, PollerBase, check_id, check_page, default, in_thread
+from ._rows import read_row
 from ._storage.tables import utcnow
 from .events import EventType
 from .exceptions import (
     ConfigurationError,
     InvalidArgumentsError,
     InvalidTriggerError,
+    JobAlreadyRanError,
     JobConflictError,
     JobNotFoundError,
 )
@@ -22,6 +25,8 @@ from .models import JobInfo, JobRunInfo, JobRunState
 from .triggers import TRIGGER_ADAPTER, DateTrigger, IntervalTrigger, Trigger
 
 __all__ = ["JobMethods"]
+
+logger = logging.getLogger("fastapi_jobpoller.poller")
 
 
 class JobMethods(PollerBase):
@@ -62,48 +67,63 @@ class JobMethods(PollerBase):
     async def _apply_declared_jobs(self) -> None:
         for declared in self._declared_jobs.values():
             try:
-                existing = await self.get_job(declared.job_id)
-            except JobNotFoundError:
-                try:
-                    await self.add_job(
-                        declared.function,
-                        declared.trigger,
-                        arguments=declared.arguments,
-                        job_id=declared.job_id,
-                        **declared.options,
-                    )
-                    continue
-                except JobConflictError:  # another process, starting too, added it first
-                    existing = await self.get_job(declared.job_id)
-            try:
-                wanted = TRIGGER_ADAPTER.validate_python(declared.trigger)
-            except ValidationError as exc:
-                raise InvalidTriggerError(f"invalid trigger: {exc}") from None
-            same_trigger = _same_schedule(existing.trigger, wanted)
-            arguments = self._arguments("job", declared.function, declared.arguments)
-            options = {
-                "misfire_grace_time": default(
-                    declared.options["misfire_grace_time"], self.settings.misfire_grace_time
-                ),
-                "coalesce": default(declared.options["coalesce"], self.settings.coalesce),
-                "max_instances": default(
-                    declared.options["max_instances"], self.settings.max_instances
-                ),
-            }
-            unchanged = (
-                same_trigger
-                and existing.function == declared.function
-                and existing.arguments == arguments
-                and all(getattr(existing, k) == v for k, v in options.items())
-            )
-            if not unchanged:
-                await self.modify_job(
+                await self._apply_declaration(declared)
+            except JobAlreadyRanError as error:
+                logger.info(
+                    "declared job %r is not added again: %s",
                     declared.job_id,
-                    function=declared.function,
-                    trigger=None if same_trigger else wanted,
-                    arguments=arguments,
-                    **options,
+                    error,
+                    extra={"event": "job_declaration_spent", "job_id": declared.job_id},
                 )
+
+    async def _apply_declaration(self, declared: JobDeclaration) -> None:
+        """Create the declared job, or bring the stored one in line with the declaration."""
+        try:
+            existing = await self.get_job(declared.job_id)
+        except JobNotFoundError:
+            try:
+                await self.add_job(
+                    declared.function,
+                    declared.trigger,
+                    arguments=declared.arguments,
+                    job_id=declared.job_id,
+                    **declared.options,
+                )
+                return
+            except JobAlreadyRanError:
+                raise
+            except JobConflictError:  # another process, starting too, added it first
+                existing = await self.get_job(declared.job_id)
+        wanted = _validated(declared.trigger)
+        arguments = self._arguments("job", declared.function, declared.arguments)
+        options = self._limits(**declared.options)
+        if not _same_definition(existing, declared.function, arguments, wanted, options):
+            same_trigger = _same_schedule(existing.trigger, wanted)
+            await self.modify_job(
+                declared.job_id,
+                function=declared.function,
+                trigger=None if same_trigger else wanted,
+                arguments=arguments,
+                **options,
+            )
+
+    def _limits(
+        self,
+        *,
+        misfire_grace_time: float | None = None,
+        coalesce: bool | None = None,
+        max_instances: int | None = None,
+    ) -> dict[str, Any]:
+        """Return a job's misfire grace time, coalescing and max instances, defaults filled."""
+        settings = self.settings
+        limits = {
+            "misfire_grace_time": default(misfire_grace_time, settings.misfire_grace_time),
+            "coalesce": default(coalesce, settings.coalesce),
+            "max_instances": default(max_instances, settings.max_instances),
+        }
+        if limits["misfire_grace_time"] < 0 or limits["max_instances"] < 1:
+            raise InvalidArgumentsError("misfire_grace_time must be ≥ 0 and max_instances ≥ 1")
+        return limits
 
     async def add_job(
         self,
@@ -124,43 +144,55 @@ class JobMethods(PollerBase):
             FunctionNotFoundError: No job function has that name.
             InvalidArgumentsError: The arguments or limits are invalid.
             InvalidTriggerError: The trigger is invalid or never fires.
-            JobConflictError: The id is taken and `replace_existing` is false.
+            JobConflictError: The id is taken by a different job and `replace_existing` is
+                false (the same job added again is returned as it is stored).
+            JobAlreadyRanError: A date job with this id already ran at this run date.
         """
         dispatcher = self._require_running()
         stored_arguments = self._arguments("job", function, arguments)
         now = utcnow()
-        spec = self._trigger(trigger, now)
-        settings = self.settings
-        grace = default(misfire_grace_time, settings.misfire_grace_time)
-        instances = default(max_instances, settings.max_instances)
-        if grace < 0 or instances < 1:
-            raise InvalidArgumentsError("misfire_grace_time must be ≥ 0 and max_instances ≥ 1")
+        requested = _validated(trigger)
+        spec = normalize_trigger(requested, default_zone=self.settings.timezone, now=now)
+        limits = self._limits(
+            misfire_grace_time=misfire_grace_time, coalesce=coalesce, max_instances=max_instances
+        )
+        first_tick = first_fire_time(spec, default_zone=self.settings.timezone, now=now)
         row = {
             "id": check_id("job", job_id) if job_id is not None else uuid.uuid4().hex,
             "function": function,
             "arguments": stored_arguments,
             "trigger": spec.model_dump(mode="json"),
-            "next_run_at": None
-            if paused
-            else first_fire_time(spec, default_zone=settings.timezone, now=now),
+            "next_run_at": None if paused else first_tick,
             "paused": paused,
-            "misfire_grace_time": grace,
-            "coalesce": default(coalesce, settings.coalesce),
-            "max_instances": instances,
+            **limits,
             "created_at": now,
             "updated_at": now,
         }
-        stored = await in_thread(lambda: self._jobs.insert(row, replace_existing=replace_existing))
+        if isinstance(spec, DateTrigger) and job_id is not None and first_tick is not None:
+            await self._refuse_a_spent_date(job_id, first_tick)
+        try:
+            stored = await in_thread(
+                lambda: self._jobs.insert(row, replace_existing=replace_existing)
+            )
+        except JobConflictError:
+            existing = await self.get_job(row["id"])
+            if _same_definition(existing, function, stored_arguments, requested, limits):
+                return existing  # the same job added again: nothing to do
+            raise
         dispatcher.wake()
         self._emit(EventType.JOB_ADDED, job_id=row["id"], function=function)
-        return JobInfo.model_validate(stored)
+        return read_row(JobInfo, stored)
+
+    async def _refuse_a_spent_date(self, job_id: str, run_date: datetime) -> None:
+        """Refuse a date job whose only tick, at `run_date`, ran already under this id."""
+        if await in_thread(lambda: self._runs.tick_recorded(job_id, run_date)):
+            raise JobAlreadyRanError(
+                f"job {job_id!r} already ran its only tick, at {run_date.isoformat()}; "
+                "give a new run another id or another run_date"
+            )
 
     def _trigger(self, trigger: Trigger | Mapping[str, Any], now: datetime) -> Trigger:
-        try:
-            spec = TRIGGER_ADAPTER.validate_python(trigger)
-        except ValidationError as exc:
-            raise InvalidTriggerError(f"invalid trigger: {exc}") from None
-        return normalize_trigger(spec, default_zone=self.settings.timezone, now=now)
+        return normalize_trigger(_validated(trigger), default_zone=self.settings.timezone, now=now)
 
     async def get_job(self, job_id: str) -> JobInfo:
         """Return a scheduled job by id.
@@ -169,7 +201,7 @@ class JobMethods(PollerBase):
             JobNotFoundError: No job has that id.
         """
         self._require_running()
-        return JobInfo.model_validate(await in_thread(lambda: self._jobs.get(job_id)))
+        return read_row(JobInfo, await in_thread(lambda: self._jobs.get(job_id)))
 
     async def list_jobs(
         self, *, function: str | None = None, limit: int = 100, offset: int = 0
@@ -180,7 +212,7 @@ class JobMethods(PollerBase):
         rows = await in_thread(
             lambda: self._jobs.list_jobs(function=function, limit=limit, offset=offset)
         )
-        return [JobInfo.model_validate(r) for r in rows]
+        return [read_row(JobInfo, r) for r in rows]
 
     async def remove_job(self, job_id: str) -> None:
         """Delete a scheduled job; its run history stays.
@@ -209,7 +241,7 @@ class JobMethods(PollerBase):
             job_id=job_id,
             function=row["function"],
         )
-        return JobInfo.model_validate(row)
+        return read_row(JobInfo, row)
 
     async def reschedule_job(self, job_id: str, trigger: Trigger | Mapping[str, Any]) -> JobInfo:
         """Replace a job's trigger; a paused job stays paused.
@@ -268,7 +300,7 @@ class JobMethods(PollerBase):
         row = await in_thread(modify)
         dispatcher.wake()
         self._emit(EventType.JOB_MODIFIED, job_id=job_id, function=row["function"])
-        return JobInfo.model_validate(row)
+        return read_row(JobInfo, row)
 
     async def run_job_now(self, job_id: str) -> JobRunInfo:
         """Queue one extra run of a job right away; its schedule is unchanged.
@@ -279,7 +311,7 @@ class JobMethods(PollerBase):
         dispatcher = self._require_running()
         run = await in_thread(lambda: self._runs.queue_run(job_id, now=utcnow()))
         dispatcher.wake()
-        return JobRunInfo.model_validate(run)
+        return read_row(JobRunInfo, run)
 
     async def list_job_runs(
         self,
@@ -305,7 +337,7 @@ class JobMethods(PollerBase):
                 offset=offset,
             )
         )
-        return [JobRunInfo.model_validate(r) for r in rows]
+        return [read_row(JobRunInfo, r) for r in rows]
 
     async def get_job_run(self, run_id: str) -> JobRunInfo:
         """Return one run of a scheduled job.
@@ -317,14 +349,39 @@ class JobMethods(PollerBase):
         row = await in_thread(lambda: self._runs.get_run(run_id))
         if row is None:
             raise JobNotFoundError(f"no job run has id {run_id!r}")
-        return JobRunInfo.model_validate(row)
+        return read_row(JobRunInfo, row)
 
 
-def _same_schedule(stored: Trigger, declared: Trigger) -> bool:
+def _same_schedule(stored: Trigger | None, declared: Trigger) -> bool:
     """Compare triggers, ignoring a start the declaration left to be pinned when added."""
+    if stored is None:
+        return False
     ignored: set[str] = set()
     if isinstance(declared, IntervalTrigger) and declared.start_date is None:
         ignored.add("start_date")
     if isinstance(declared, DateTrigger) and declared.run_date is None:
         ignored.add("run_date")
     return stored.model_dump(exclude=ignored) == declared.model_dump(exclude=ignored)
+
+
+def _validated(trigger: Trigger | Mapping[str, Any]) -> Trigger:
+    try:
+        return TRIGGER_ADAPTER.validate_python(trigger)
+    except ValidationError as exc:
+        raise InvalidTriggerError(f"invalid trigger: {exc}") from None
+
+
+def _same_definition(
+    existing: JobInfo,
+    function: str,
+    arguments: Mapping[str, Any],
+    trigger: Trigger,
+    limits: Mapping[str, Any],
+) -> bool:
+    """Return whether a stored job is what a declaration or an `add_job` asks for."""
+    return (
+        existing.function == function
+        and existing.arguments == arguments
+        and _same_schedule(existing.trigger, trigger)
+        and all(getattr(existing, key) == value for key, value in limits.items())
+    )

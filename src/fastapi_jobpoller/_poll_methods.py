@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from ._poller_base import PollerBase, check_id, check_page, default, in_thread
+from ._rows import read_row
 from ._storage.tables import utcnow
 from .events import EventType
 from .exceptions import InvalidArgumentsError, PollNotFoundError
@@ -89,7 +90,7 @@ class PollMethods(PollerBase):
             if soon:
                 dispatcher.wake(jobs=False)
             self._emit(EventType.POLL_SUBMITTED, poll_id=row["id"], function=function)
-        return PollInfo.model_validate(stored), created
+        return read_row(PollInfo, stored), created
 
     def _new_poll_row(
         self,
@@ -140,7 +141,7 @@ class PollMethods(PollerBase):
         row = await in_thread(lambda: self._polls.get(poll_id))
         if row is None:
             raise PollNotFoundError(f"no poll has id {poll_id!r}")
-        return PollInfo.model_validate(row)
+        return read_row(PollInfo, row)
 
     async def list_polls(
         self,
@@ -162,7 +163,7 @@ class PollMethods(PollerBase):
                 offset=offset,
             )
         )
-        return [PollInfo.model_validate(r) for r in rows]
+        return [read_row(PollInfo, r) for r in rows]
 
     async def count_polls_by_state(self) -> dict[PollState, int]:
         """Return how many stored polls are in each state (every state present)."""
@@ -187,7 +188,7 @@ class PollMethods(PollerBase):
             attempt=row["attempts"],
             outcome=PollState.CANCELLED.value,
         )
-        return PollInfo.model_validate(row)
+        return read_row(PollInfo, row)
 
     # It returns the poll as it is when the time is up instead of raising, so `timeout`
     # is a parameter rather than a cancel scope the caller wraps around it.
@@ -231,4 +232,4 @@ class PollMethods(PollerBase):
                 offset=offset,
             )
         )
-        return [PollAttemptInfo.model_validate(r) for r in rows]
+        return [read_row(PollAttemptInfo, r) for r in rows]

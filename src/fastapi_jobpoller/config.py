@@ -47,6 +47,16 @@ class JobPollerSettings(BaseSettings):
         le=1000,
         description="Threads that run `def` poll functions, job functions and callbacks.",
     )
+    max_stuck_threads: int = Field(
+        default=10,
+        ge=0,
+        le=1000,
+        description=(
+            "Threads added to replace `def` calls still running past `attempt_timeout` "
+            "(Python cannot stop a thread). Up to this many stuck calls do not shrink the "
+            "pool; past it, each keeps its thread until it returns. `/health` counts them."
+        ),
+    )
     process_pool_size: int = Field(
         default=2,
         ge=1,

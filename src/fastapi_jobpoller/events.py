@@ -41,6 +41,7 @@ class EventType(StrEnum):
     POLL_CANCELLED = "poll_cancelled"
     POLL_CALLBACK_FAILED = "poll_callback_failed"
     POLL_QUARANTINED = "poll_quarantined"
+    THREAD_STUCK = "thread_stuck"
 
 
 # Healthy operation logs at DEBUG (quiet at INFO); configuration changes at INFO; what
@@ -68,6 +69,7 @@ _LEVELS: dict[EventType, int] = {
     EventType.POLL_CANCELLED: logging.INFO,
     EventType.POLL_CALLBACK_FAILED: logging.ERROR,
     EventType.POLL_QUARANTINED: logging.WARNING,
+    EventType.THREAD_STUCK: logging.WARNING,
 }
 # An attempt that raised leaves its poll pending (a transient error), but it is a failure
 # of user code all the same: it must show at INFO.

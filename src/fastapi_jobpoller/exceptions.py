@@ -11,6 +11,7 @@
     ├── ConflictError                          an id is taken by something different
     │   ├── PollConflictError
     │   └── JobConflictError
+    │       └── JobAlreadyRanError             a date job's only tick already ran
     ├── InvalidStateError                      the operation does not fit the current state
     ├── NotRunningError (RuntimeError)         the poller is not started
     └── DatabaseUnavailableError               the database cannot be reached
@@ -26,6 +27,7 @@ __all__ = [
     "InvalidArgumentsError",
     "InvalidStateError",
     "InvalidTriggerError",
+    "JobAlreadyRanError",
     "JobConflictError",
     "JobNotFoundError",
     "JobPollerError",
@@ -104,6 +106,12 @@ class JobConflictError(ConflictError):
     """A scheduled job with that id exists already."""
 
     code = "job_conflict"
+
+
+class JobAlreadyRanError(JobConflictError):
+    """A date job with that id already ran at that run date: its tick cannot run twice."""
+
+    code = "job_already_ran"
 
 
 class InvalidStateError(JobPollerError):

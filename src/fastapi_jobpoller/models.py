@@ -25,6 +25,7 @@ __all__ = [
     "PollInfo",
     "PollOptions",
     "PollState",
+    "QuarantinedRow",
     "Trigger",
 ]
 
@@ -116,6 +117,13 @@ class PollInfo(BaseModel):
     lease_expires_at: datetime | None = None
     callbacks_pending: bool = False
     callback_attempts: int = 0
+    problem: str | None = Field(
+        default=None,
+        description=(
+            "Why the engine set this row aside, or why a stored value could not be read "
+            "(then shown empty); None for a row in order."
+        ),
+    )
 
     @property
     def is_terminal(self) -> bool:
@@ -131,7 +139,7 @@ class JobInfo(BaseModel):
     id: str
     function: str
     arguments: dict[str, Any]
-    trigger: Trigger
+    trigger: Trigger | None = Field(description="None only when the stored one cannot be read.")
     next_run_at: datetime | None
     paused: bool
     misfire_grace_time: float
@@ -139,6 +147,13 @@ class JobInfo(BaseModel):
     max_instances: int
     created_at: datetime
     updated_at: datetime
+    problem: str | None = Field(
+        default=None,
+        description=(
+            "Why the engine set this row aside, or why a stored value could not be read "
+            "(then shown empty); None for a row in order."
+        ),
+    )
 
 
 class PollAttemptInfo(BaseModel):
@@ -188,6 +203,13 @@ class JobRunInfo(BaseModel):
     error: str | None = None
     traceback: str | None = None
     worker: str | None = None
+    problem: str | None = Field(
+        default=None,
+        description=(
+            "Why the engine set this row aside, or why a stored value could not be read "
+            "(then shown empty); None for a row in order."
+        ),
+    )
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -198,16 +220,53 @@ class JobRunInfo(BaseModel):
         return (self.finished_at - self.started_at).total_seconds()
 
 
-class Health(BaseModel):
-    """Whether this process's engine runs and reaches its database."""
+class QuarantinedRow(BaseModel):
+    """A poll or job the engine set aside because it cannot use the stored row."""
 
     model_config = ConfigDict(frozen=True)
 
-    status: Literal["ok", "unavailable"]
+    kind: Literal["poll", "job"]
+    id: str = Field(description="The poll's or job's id.")
+    reason: str = Field(description="What is wrong with the stored row.")
+    found_at: datetime
+    worker: str | None = Field(default=None, description="The process that set it aside.")
+
+
+class Health(BaseModel):
+    """Whether this process's engine runs, reaches its database and keeps up."""
+
+    model_config = ConfigDict(frozen=True)
+
+    status: Literal["ok", "degraded", "unavailable"] = Field(
+        description=(
+            "`ok`; `degraded`: working, but see `problems`; `unavailable`: this process "
+            "cannot make progress (HTTP 503)."
+        )
+    )
     engine_alive: bool = Field(description="The dispatch loop runs and cycled recently.")
     database_ok: bool = Field(description="A query to the database just succeeded.")
     worker_id: str = Field(description="This process's name in lease columns.")
     in_flight: int = Field(description="Attempts and job runs this process is executing.")
     role: Literal["peer"] = Field(
         default="peer", description="Every process claims work alike; there is no leader."
+    )
+    last_cycle_at: datetime | None = Field(
+        default=None, description="When a dispatch cycle of this process last succeeded."
+    )
+    failed_cycles: int = Field(
+        default=0, description="Dispatch cycles failed in a row since then (each retried)."
+    )
+    threads_busy: int = Field(default=0, description="Threads running `def` calls now.")
+    threads_stuck: int = Field(
+        default=0, description="`def` calls still running past `attempt_timeout`."
+    )
+    threads_waiting: int = Field(default=0, description="`def` calls waiting for a thread.")
+    quarantined: int = Field(
+        default=0, description="Polls and jobs set aside (all processes; see /quarantine)."
+    )
+    unclaimed_jobs: int = Field(
+        default=0, description="Overdue jobs whose function no running process registers."
+    )
+    problems: list[str] = Field(
+        default_factory=list, description="Why the status is not `ok`, one sentence each."
     )

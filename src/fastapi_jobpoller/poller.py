@@ -15,14 +15,16 @@ import anyio
 import anyio.to_thread
 
 from ._engine.dispatcher import Dispatcher
+from ._health import assess
 from ._job_methods import JobMethods
 from ._poll_methods import PollMethods
+from ._poller_base import check_page, in_thread
 from ._storage.change_listener import ChangeListener
 from ._storage.database import Database
 from ._storage.stores import Stores
 from .events import EventType, Listener
 from .exceptions import DatabaseUnavailableError
-from .models import Health
+from .models import Health, QuarantinedRow
 
 __all__ = ["JobPoller"]
 
@@ -146,7 +148,7 @@ class JobPoller(PollMethods, JobMethods):
     @property
     def database_ok(self) -> bool:
         """Return whether the engine's last database call worked."""
-        return self._dispatcher is not None and self._dispatcher.database_ok
+        return self._dispatcher is not None and self._dispatcher.cycles.database_ok
 
     @property
     def in_flight(self) -> int:
@@ -154,8 +156,12 @@ class JobPoller(PollMethods, JobMethods):
         return 0 if self._dispatcher is None else self._dispatcher.in_flight
 
     async def health(self) -> Health:
-        """Check the engine loop and run a query against the database."""
-        dispatcher, database = self._dispatcher, self._database
+        """Check the engine loop and run a query against the database.
+
+        `status` is `ok` when all is well, `degraded` when the engine works but something
+        needs a look, `unavailable` when it cannot make progress; `problems` says why.
+        """
+        database = self._database
         database_ok = False
         if database is not None:
             try:
@@ -164,15 +170,27 @@ class JobPoller(PollMethods, JobMethods):
                 database_ok = True
             except (DatabaseUnavailableError, TimeoutError):
                 database_ok = False
-        engine_alive = dispatcher is not None and dispatcher.alive
-        healthy = engine_alive and database_ok and self._schema_ready
-        return Health(
-            status="ok" if healthy else "unavailable",
-            engine_alive=engine_alive,
+        return assess(
+            self._dispatcher,
             database_ok=database_ok,
+            schema_ready=self._schema_ready,
             worker_id=self.worker_id,
-            in_flight=self.in_flight,
         )
+
+    async def list_quarantined(
+        self, *, kind: Literal["poll", "job"] | None = None, limit: int = 100, offset: int = 0
+    ) -> list[QuarantinedRow]:
+        """Return the polls and jobs set aside because their stored rows cannot be used.
+
+        Each stays stored as it was; it resumes by itself once fixed (through the API,
+        e.g. `modify_job` with a new trigger, or in the database): see docs/failures.md.
+        """
+        self._require_running()
+        check_page(limit, offset)
+        rows = await in_thread(
+            lambda: self._quarantine.list_records(kind=kind, limit=limit, offset=offset)
+        )
+        return [QuarantinedRow.model_validate({**row, "id": row["row_id"]}) for row in rows]
 
     async def start(self) -> None:
         """Start the engine on the running event loop; starting twice does nothing.

@@ -1,21 +1,25 @@
 """Calling user functions: `async def` awaited, `def` on a thread or process pool.
 
 Every call is bounded by the attempt timeout and by the function's `max_concurrency`.
-A timed-out `def` function cannot be stopped; its thread is a daemon (see `threads.py`),
-so it never keeps the process from exiting.
+A timed-out `def` function cannot be stopped: it is stuck on its thread, which is replaced
+up to `max_stuck_threads` (see `thread_slots.py`); threads are daemons (see `threads.py`),
+so a stuck one never keeps the process from exiting.
 """
 
 import asyncio
+import contextlib
 import functools
 import json
 import math
 import multiprocessing
 import traceback
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 from ..config import JobPollerSettings
 from .registry import RegisteredFunction
+from .thread_slots import ThreadCall, ThreadSlots
 from .threads import DaemonThreadPool
 
 __all__ = ["FunctionCaller", "describe", "format_traceback", "is_json"]
@@ -57,10 +61,22 @@ def format_traceback(error: BaseException) -> str:
 class FunctionCaller:
     """Runs registered functions for one process's engine."""
 
-    def __init__(self, settings: JobPollerSettings) -> None:
+    def __init__(
+        self,
+        settings: JobPollerSettings,
+        *,
+        on_stuck: Callable[[str, int], None] = lambda function, stuck: None,
+    ) -> None:
+        """`on_stuck(function name, stuck calls now)` is told of each call that gets stuck."""
         self._settings = settings
         self._semaphores: dict[tuple[str, str], asyncio.Semaphore] = {}
-        self._threads = DaemonThreadPool(settings.thread_pool_size, name="jobpoller-worker")
+        self.slots = ThreadSlots(settings.thread_pool_size, max_stuck=settings.max_stuck_threads)
+        # Room for a thread per slot and one per stuck call that gave its slot back.
+        self._threads = DaemonThreadPool(
+            settings.thread_pool_size + settings.max_stuck_threads, name="jobpoller-worker"
+        )
+        self._on_stuck = on_stuck
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._processes: ProcessPoolExecutor | None = None
         # Unfinished thread calls by deadline step (see `_call_on_thread`).
         self._deadlines: dict[int, set[asyncio.Future[Any]]] = {}
@@ -99,15 +115,22 @@ class FunctionCaller:
     ) -> Any:
         """Run a `def` function on the thread pool, bounded by the attempt timeout.
 
+        The call first takes a thread slot (`thread_slots.py`); its timeout starts then.
         The most frequent call of all, so its timeout is cheap: calls are grouped by
         deadline in steps of a thousandth of the timeout (at least 10 ms), one timer per
         step fails the calls of its step that have not finished with TimeoutError, and a
-        call that finishes leaves its group.
-        The thread of a timed-out call runs on (it cannot be stopped); what it returns
-        later is dropped.
+        call that finishes leaves its group. The thread of a timed-out call runs on (it
+        cannot be stopped): the call is stuck, and what it returns later is dropped.
         """
         loop = asyncio.get_running_loop()
-        future = self._threads.submit_to_loop(loop, function.func, *args, **kwargs)
+        self._loop = loop
+        await self.slots.acquire(self._settings.attempt_timeout)
+        call = ThreadCall(function.func, args, kwargs, self._returned_from_thread)
+        try:
+            future = self._threads.submit_to_loop(loop, call)
+        except BaseException:
+            self.slots.release()
+            raise
         deadline = loop.time() + self._settings.attempt_timeout
         step = math.ceil(deadline / self._deadline_step)
         group = self._deadlines.get(step)
@@ -116,9 +139,26 @@ class FunctionCaller:
             loop.call_at(step * self._deadline_step, self._time_out, step)
         group.add(future)
         try:
-            return await future
+            result = await future
+        except BaseException:
+            if call.mark_stuck():  # still running on its thread
+                call.replaced = self.slots.call_stuck()
+                self._on_stuck(function.name, self.slots.stuck)
+            else:
+                self.slots.release()
+            raise
+        else:
+            self.slots.release()
+            return result
         finally:
             group.discard(future)
+
+    def _returned_from_thread(self, call: ThreadCall) -> None:
+        """A stuck call returned at last (called on its thread)."""
+        loop = self._loop
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nothing to count
+                loop.call_soon_threadsafe(self.slots.stuck_returned, call.replaced)
 
     def _time_out(self, step: int) -> None:
         for future in self._deadlines.pop(step, ()):

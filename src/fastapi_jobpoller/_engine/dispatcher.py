@@ -15,22 +15,23 @@ from collections.abc import Awaitable, Callable, Coroutine
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import exc as sa_exc
-
 from .._storage.stores import Stores
 from .._storage.tables import utcnow
 from ..config import JobPollerSettings
+from ..events import EventType
 from ..exceptions import DatabaseUnavailableError
 from ..models import JobRunState
 from .caller import FunctionCaller
+from .cycle_record import CycleRecord
 from .event_bus import EventBus
 from .job_runner import JobRunner
 from .poll_runner import PollRunner
 from .pruner import prune_loop
 from .registry import Registry
+from .thread_slots import ThreadSlots
 from .threads import DaemonThreadPool, run_in
 from .upkeep import Upkeep
-from .write_back import DATABASE_ERRORS, WriteBack
+from .write_back import WriteBack
 
 __all__ = ["Dispatcher"]
 
@@ -82,8 +83,7 @@ class Dispatcher:
         # Each task in flight, with the poll or job run whose lease it needs kept alive.
         self._in_flight: dict[asyncio.Task[None], tuple[str, str]] = {}
         self._tasks: list[asyncio.Task[None]] = []
-        self.last_cycle_monotonic = 0.0
-        self.database_ok = startup is None
+        self.cycles = CycleRecord(database_ok=startup is None)
         self._jobs_looked_at = float("-inf")
         self._look_for_jobs = True
         self._job_due: datetime | None = None
@@ -94,7 +94,7 @@ class Dispatcher:
     def start(self) -> None:
         """Start the loops on the running event loop."""
         self._database_pool = DaemonThreadPool(_DATABASE_THREADS, name="jobpoller-db")
-        self._caller = FunctionCaller(self._settings)
+        self._caller = FunctionCaller(self._settings, on_stuck=self._thread_stuck)
         self._write_back = WriteBack(
             settings=self._settings,
             polls=self._polls,
@@ -132,7 +132,7 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
         self._stopping = asyncio.Event()
-        self.last_cycle_monotonic = time.monotonic()
+        self.cycles.beat()
         self._tasks = [
             asyncio.create_task(self._dispatch_loop(), name="jobpoller-dispatch"),
             asyncio.create_task(self._write_back.write_loop(), name="jobpoller-write"),
@@ -149,13 +149,27 @@ class Dispatcher:
         """Return whether the dispatch loop is running and has cycled recently."""
         if not self._tasks or self._tasks[0].done():
             return False
-        stale_after = max(10.0, self._settings.idle_wait_seconds * 4)
-        return time.monotonic() - self.last_cycle_monotonic < stale_after
+        return self.cycles.recent(stale_after=max(10.0, self._settings.idle_wait_seconds * 4))
+
+    def _thread_stuck(self, function: str, stuck: int) -> None:
+        self._events.publish(
+            EventType.THREAD_STUCK,
+            self.worker_id,
+            function=function,
+            error=f"a call ran past attempt_timeout ({self._settings.attempt_timeout:g} s) "
+            f"and keeps its thread; {stuck} stuck now",
+            details={"stuck_threads": stuck, "max_stuck_threads": self._settings.max_stuck_threads},
+        )
+
+    @property
+    def threads(self) -> ThreadSlots:
+        """Return the thread slots of `def` calls (for health)."""
+        return self._caller.slots
 
     def mark_ready(self) -> None:
         """Skip the startup hook: it already succeeded before the engine started."""
         self._startup = None
-        self.database_ok = True
+        self.cycles.database_ok = True
 
     @property
     def in_flight(self) -> int:
@@ -197,7 +211,7 @@ class Dispatcher:
         await self._write_back.close(write_loop)
         await asyncio.gather(*others, return_exceptions=True)
         if self._startup is None:  # else this process never held anything
-            await self._hand_back()
+            await self._write_back.hand_back()
         self._caller.shutdown()
         self._database_pool.shutdown(wait=False)
         # Let the database threads return their connections before the engine is
@@ -205,25 +219,6 @@ class Dispatcher:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self._database_pool.join, _DATABASE_JOIN_SECONDS)
         self._tasks = []
-
-    async def _hand_back(self) -> None:
-        """Write what is buffered, then hand every lease back, even if the write failed."""
-        try:
-            await self._write_back.flush()
-        except DATABASE_ERRORS as error:
-            logger.warning(
-                "could not write the last poll outcomes at shutdown; their polls run again: %s",
-                error,
-                extra={"event": "shutdown_write_failed"},
-            )
-        try:
-            await run_in(self._database_pool, self._write_back.release_leases)
-        except DATABASE_ERRORS as error:
-            logger.warning(
-                "could not hand leases back at shutdown; they expire by themselves: %s",
-                error,
-                extra={"event": "shutdown_release_failed"},
-            )
 
     # -- the loop --------------------------------------------------------------------
 
@@ -236,63 +231,45 @@ class Dispatcher:
         self._wake.clear()
 
     async def _dispatch_loop(self) -> None:
-        outage_backoff = 0.1
+        backoff = 0.1
         while not self._stopping.is_set():
             try:
-                if self._startup is not None:
-                    await self._startup()
-                    self._startup = None
-                    logger.warning(
-                        "database reachable: the engine starts working",
-                        extra={"event": "database_available"},
-                    )
+                await self._run_startup()
                 busy = await self._dispatch_once()
-                self._database_back()
-                outage_backoff = 0.1
-                self.last_cycle_monotonic = time.monotonic()
-                if busy:
-                    await asyncio.sleep(0)
-                    continue
-                idle = self._settings.idle_wait_seconds
-                if self._last_claim_size:
-                    # Not cut short by wakes: the next claim comes within the pause anyway.
-                    await asyncio.sleep(min(idle, _CLAIM_GATHER_SECONDS))
-                    continue
-                next_due = await run_in(self._database_pool, self._next_due)
-                delay = idle if next_due is None else (next_due - utcnow()).total_seconds()
-                await self._sleep(min(idle, delay))
+                self.cycles.succeeded()
+                backoff = 0.1
+                await self._pause(busy)
             except DatabaseUnavailableError as error:
-                self._database_down(error)
-                await self._sleep(outage_backoff)
-                outage_backoff = min(outage_backoff * 2, _MAX_OUTAGE_BACKOFF_SECONDS)
-            except sa_exc.SQLAlchemyError:
-                # The database answered but refused a statement: not an outage.
-                logger.exception(
-                    "a statement of the dispatch cycle failed; retrying",
-                    extra={"event": "database_error"},
-                )
-                self.last_cycle_monotonic = time.monotonic()
-                await self._sleep(outage_backoff)
-                outage_backoff = min(outage_backoff * 2, _MAX_OUTAGE_BACKOFF_SECONDS)
-            except Exception:  # a bug of ours must not stop the engine for good
-                logger.exception("dispatch cycle failed", extra={"event": "dispatch_error"})
-                self.last_cycle_monotonic = time.monotonic()
-                await self._sleep(1.0)
+                self.cycles.database_down(error)
+                await self._sleep(backoff)
+                backoff = min(backoff * 2, _MAX_OUTAGE_BACKOFF_SECONDS)
+            except Exception as error:  # a refused statement, or a bug of ours: retried
+                self.cycles.failed(error)
+                await self._sleep(backoff)
+                backoff = min(backoff * 2, _MAX_OUTAGE_BACKOFF_SECONDS)
 
-    def _database_down(self, error: BaseException) -> None:
-        if self.database_ok:
-            logger.error(
-                "database unavailable; the engine keeps retrying: %s",
-                error,
-                extra={"event": "database_unavailable"},
+    async def _run_startup(self) -> None:
+        if self._startup is not None:
+            await self._startup()
+            self._startup = None
+            logger.warning(
+                "database reachable: the engine starts working",
+                extra={"event": "database_available"},
             )
-        self.database_ok = False
-        self.last_cycle_monotonic = time.monotonic()
 
-    def _database_back(self) -> None:
-        if not self.database_ok:
-            logger.warning("database reachable again", extra={"event": "database_available"})
-        self.database_ok = True
+    async def _pause(self, busy: bool) -> None:
+        """Wait before the next cycle: not at all when busy, else until work is due."""
+        if busy:
+            await asyncio.sleep(0)
+            return
+        idle = self._settings.idle_wait_seconds
+        if self._last_claim_size:
+            # Not cut short by wakes: the next claim comes within the pause anyway.
+            await asyncio.sleep(min(idle, _CLAIM_GATHER_SECONDS))
+            return
+        next_due = await run_in(self._database_pool, self._next_due)
+        delay = idle if next_due is None else (next_due - utcnow()).total_seconds()
+        await self._sleep(min(idle, delay))
 
     def _next_due(self) -> datetime | None:
         self._job_due = self._runs.next_due(self._registry.names("job"))

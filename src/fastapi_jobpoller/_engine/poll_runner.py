@@ -25,6 +25,7 @@ from .caller import FunctionCaller, describe, format_traceback, is_json
 from .event_bus import EventBus
 from .outages import write_through_outages
 from .registry import Registry
+from .thread_slots import NoFreeThreadError
 from .write_back import WriteBack
 
 __all__ = ["PollRunner"]
@@ -93,6 +94,10 @@ class PollRunner:
         outcome: Pending | Done | Failed | AttemptError
         try:
             value = await self._caller.call(function, **function.bind_arguments(row["arguments"]))
+        except NoFreeThreadError as error:
+            # Not an attempt: it waited for a thread that stuck calls held, and never ran.
+            await self._put_back(row, str(error), backoff_delay(row, row["attempts"], self._rng))
+            return
         except TimeoutError as error:
             outcome = AttemptError(
                 f"attempt timed out after {self._settings.attempt_timeout:g} s",
@@ -146,12 +151,16 @@ class PollRunner:
 
     async def _unknown_function(self, row: dict[str, Any]) -> None:
         """Leave a poll of a function this process lacks stored, for one that has it."""
-        now = utcnow()
         delay = max(
             backoff_delay(row, max(row["attempts"] - 1, 1), self._rng),
             self._settings.unknown_function_retry_seconds,
         )
         message = f"function {row['function']!r} is not registered in {self._worker_id}"
+        await self._put_back(row, message, delay)
+
+    async def _put_back(self, row: dict[str, Any], message: str, delay: float) -> None:
+        """Leave a claimed poll pending, its attempt uncounted (none ran), for `delay` s."""
+        now = utcnow()
         transition = Transition(
             state=PollState.PENDING,
             consecutive_errors=row["consecutive_errors"],
@@ -159,7 +168,6 @@ class PollRunner:
             progress=row.get("progress"),
             error=message,
         )
-        # The claim counted an attempt; none ran, so the count goes back.
         await self._apply(row, transition, now, history=None, uncount=True)
 
     async def expire(self, row: dict[str, Any]) -> None:
@@ -275,10 +283,10 @@ class PollRunner:
         if problem is not None:
             await self._quarantine(row, problem)
             return
-        info = PollInfo.model_validate(row)
         failure: tuple[str, Exception] | None = None
         for name in row["callbacks"]:
             try:
+                info = PollInfo.model_validate(row)
                 callback = self._registry.get("callback", name)
                 await self._caller.call(callback, info)
             except Exception as raised:

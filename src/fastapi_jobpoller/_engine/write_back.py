@@ -180,6 +180,25 @@ class WriteBack:
                 lease_until=lease_until,
             )
 
+    async def hand_back(self) -> None:
+        """Write what is buffered, then hand every lease back, even if the write failed."""
+        try:
+            await self.flush()
+        except DATABASE_ERRORS as error:
+            logger.warning(
+                "could not write the last poll outcomes at shutdown; their polls run again: %s",
+                error,
+                extra={"event": "shutdown_write_failed"},
+            )
+        try:
+            await run_in(self._database_pool, self.release_leases)
+        except DATABASE_ERRORS as error:
+            logger.warning(
+                "could not hand leases back at shutdown; they expire by themselves: %s",
+                error,
+                extra={"event": "shutdown_release_failed"},
+            )
+
     def release_leases(self) -> None:
         """Hand every row this process holds back at once (at shutdown; blocking)."""
         now = utcnow()

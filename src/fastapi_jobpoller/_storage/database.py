@@ -1,6 +1,8 @@
 """The SQLAlchemy engine, per-database quirks, schema creation and error translation."""
 
 import logging
+import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -18,6 +20,8 @@ logger = logging.getLogger(__name__)
 
 # How long SQLite waits for another connection's write lock before giving up (ms).
 _SQLITE_BUSY_TIMEOUT_MS = 30_000
+# Pause between two tries of the switch to WAL while another connection holds the file.
+_WAL_RETRY_SECONDS = 0.01
 # An arbitrary but fixed key for PostgreSQL's advisory lock around schema creation.
 _SCHEMA_LOCK_KEY = 0x6A6F62706F6C6C  # "jobpoll"
 
@@ -170,7 +174,7 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor = dbapi_connection.cursor()
         # The busy timeout first: switching to WAL needs a lock another process may hold.
         cursor.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA journal_mode=WAL")
+        _switch_to_wal(cursor)
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 
@@ -180,3 +184,17 @@ def _configure_sqlite(engine: Engine) -> None:
             connection.exec_driver_sql("BEGIN")
         else:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _switch_to_wal(cursor: Any) -> None:
+    """Turn on WAL; retried, since the switch can fail at once while another connection
+    opens the same new file (SQLite does not always call the busy handler for it)."""
+    give_up_at = time.monotonic() + _SQLITE_BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > give_up_at:
+                raise
+            time.sleep(_WAL_RETRY_SECONDS)

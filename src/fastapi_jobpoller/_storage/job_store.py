@@ -60,8 +60,15 @@ class JobStore:
             self._db.announce_change(connection)
             return self._get(connection, row["id"])
 
+    def _select(self) -> sa.Select[Any]:
+        """Select jobs with the reason of a quarantine record, if any, as `problem`."""
+        jobs, quarantine = self._jobs, self._quarantine
+        return sa.select(jobs, quarantine.c.reason.label("problem")).outerjoin(
+            quarantine, sa.and_(quarantine.c.kind == "job", quarantine.c.row_id == jobs.c.id)
+        )
+
     def _get(self, connection: Connection, job_id: str) -> dict[str, Any]:
-        row = connection.execute(sa.select(self._jobs).where(self._jobs.c.id == job_id)).first()
+        row = connection.execute(self._select().where(self._jobs.c.id == job_id)).first()
         if row is None:
             raise JobNotFoundError(f"no job has id {job_id!r}")
         return dict(row._mapping)
@@ -77,7 +84,7 @@ class JobStore:
 
     def list_jobs(self, *, function: str | None, limit: int, offset: int) -> list[dict[str, Any]]:
         """Return jobs ordered by id."""
-        query = sa.select(self._jobs).order_by(self._jobs.c.id)
+        query = self._select().order_by(self._jobs.c.id)
         if function is not None:
             query = query.where(self._jobs.c.function == function)
         with self._db.transaction(read_only=True) as connection:

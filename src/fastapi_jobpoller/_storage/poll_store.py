@@ -25,6 +25,7 @@ class PollStore:
     def __init__(self, database: Database) -> None:
         self._db = database
         self._table = database.tables.polls
+        self._quarantine = database.tables.quarantine
 
     def insert(
         self, row: Mapping[str, Any], *, announce: bool = True
@@ -58,12 +59,17 @@ class PollStore:
                 ) from None
             return existing, False
 
+    def _select(self) -> sa.Select[Any]:
+        """Select polls with the reason of a quarantine record, if any, as `problem`."""
+        table, quarantine = self._table, self._quarantine
+        return sa.select(table, quarantine.c.reason.label("problem")).outerjoin(
+            quarantine, sa.and_(quarantine.c.kind == "poll", quarantine.c.row_id == table.c.id)
+        )
+
     def get(self, poll_id: str) -> dict[str, Any] | None:
-        """Return one poll's row, or None."""
+        """Return one poll's row (with `problem`), or None."""
         with self._db.transaction(read_only=True) as connection:
-            row = connection.execute(
-                sa.select(self._table).where(self._table.c.id == poll_id)
-            ).first()
+            row = connection.execute(self._select().where(self._table.c.id == poll_id)).first()
         return None if row is None else dict(row._mapping)
 
     def list_polls(
@@ -76,7 +82,7 @@ class PollStore:
     ) -> list[dict[str, Any]]:
         """Return polls, newest first, filtered by state and function."""
         table = self._table
-        query = sa.select(table).order_by(table.c.created_at.desc(), table.c.id)
+        query = self._select().order_by(table.c.created_at.desc(), table.c.id)
         if states:
             query = query.where(table.c.state.in_([s.value for s in states]))
         if function is not None:

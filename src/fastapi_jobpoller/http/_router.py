@@ -19,6 +19,7 @@ from ._history import add_history_routes
 from ._jobs import add_job_routes
 from ._params import RouteContext, responses
 from ._polls import add_poll_routes
+from ._quarantine import add_quarantine_routes
 from .schemas import FunctionsResponse
 
 __all__ = ["get_jobs_router", "jobpoller_error_handler"]
@@ -67,7 +68,7 @@ def get_jobs_router(
     )
     async def health(response: Response) -> Health:
         report = await poller.health()
-        if report.status != "ok":
+        if report.status == "unavailable":
             response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
         return report
 
@@ -89,5 +90,6 @@ def get_jobs_router(
     add_poll_routes(router, context)
     add_job_routes(router, context)
     add_history_routes(router, context)
+    add_quarantine_routes(router, context)
 
     return router

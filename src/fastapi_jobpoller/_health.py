@@ -1,0 +1,76 @@
+"""What `/health` says: the engine's state turned into a status and its reasons.
+
+`unavailable` (HTTP 503) when this process cannot make progress: its dispatch loop is not
+running, the database does not answer, or cycles have failed for a long stretch.
+`degraded` (HTTP 200) when it works but something needs a look: a few failed cycles,
+stuck threads, a saturated thread pool, rows set aside, jobs no running process can run.
+"""
+
+from ._engine.dispatcher import Dispatcher
+from .models import Health
+
+__all__ = ["assess"]
+
+# Consecutive failed dispatch cycles (retried 0.1 s to 2 s apart) that make the status
+# degraded, then unavailable: a blip is not worth an alert; a minute of failures is.
+_FAILED_CYCLES_DEGRADED = 3
+_FAILED_CYCLES_UNAVAILABLE = 30
+
+
+def assess(
+    dispatcher: Dispatcher | None, *, database_ok: bool, schema_ready: bool, worker_id: str
+) -> Health:
+    """Return this process's health from its engine and a fresh database check."""
+    engine_alive = dispatcher is not None and dispatcher.alive
+    down: list[str] = []
+    if not engine_alive:
+        down.append("the engine's dispatch loop is not running")
+    if not database_ok:
+        down.append("the database does not answer")
+    elif not schema_ready:
+        down.append("the tables have not been checked since this process started")
+    if dispatcher is None:
+        return Health(
+            status="unavailable",
+            engine_alive=False,
+            database_ok=database_ok,
+            worker_id=worker_id,
+            in_flight=0,
+            problems=down,
+        )
+    cycles, threads, upkeep = dispatcher.cycles, dispatcher.threads, dispatcher.upkeep.report
+    warnings: list[str] = []
+    if cycles.failed_cycles >= _FAILED_CYCLES_UNAVAILABLE:
+        down.append(
+            f"{cycles.failed_cycles} dispatch cycles failed in a row: {cycles.last_failure}"
+        )
+    elif cycles.failed_cycles >= _FAILED_CYCLES_DEGRADED:
+        warnings.append(
+            f"{cycles.failed_cycles} dispatch cycles failed in a row: {cycles.last_failure}"
+        )
+    if threads.stuck:
+        warnings.append(f"{threads.stuck} def calls are stuck past attempt_timeout")
+    if threads.waiting and threads.busy >= threads.size:
+        warnings.append(f"every thread is busy and {threads.waiting} calls wait for one")
+    if upkeep.quarantined:
+        warnings.append(f"{upkeep.quarantined} rows are set aside (see /quarantine)")
+    if upkeep.unclaimed_jobs:
+        warnings.append(
+            f"{len(upkeep.unclaimed_jobs)} jobs are overdue: no running process registers "
+            "their function"
+        )
+    return Health(
+        status="unavailable" if down else "degraded" if warnings else "ok",
+        engine_alive=engine_alive,
+        database_ok=database_ok,
+        worker_id=worker_id,
+        in_flight=dispatcher.in_flight,
+        last_cycle_at=cycles.last_success_at,
+        failed_cycles=cycles.failed_cycles,
+        threads_busy=threads.busy,
+        threads_stuck=threads.stuck,
+        threads_waiting=threads.waiting,
+        quarantined=upkeep.quarantined,
+        unclaimed_jobs=len(upkeep.unclaimed_jobs),
+        problems=down + warnings,
+    )
