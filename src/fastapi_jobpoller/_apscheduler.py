@@ -21,6 +21,7 @@ from .triggers import CronTrigger, DateTrigger, IntervalTrigger, Trigger
 __all__ = ["first_fire_time", "latest_due_tick", "next_fire_time", "normalize_trigger"]
 
 _ONE_MICROSECOND = timedelta(microseconds=1)
+_ONE_SECOND = timedelta(seconds=1)
 # How many missed cron ticks are stepped through to find the latest one; past that, the
 # one reached is used (a cron firing every second, down for three hours).
 _MAX_TICKS_STEPPED = 10_000
@@ -149,12 +150,37 @@ def next_fire_time(
     zone = built.timezone
     try:
         if coalesce:
-            return _utc(built.get_next_fire_time(None, (now + _ONE_MICROSECOND).astimezone(zone)))
-        return _utc(built.get_next_fire_time(previous.astimezone(zone), now.astimezone(zone)))
+            following = built.get_next_fire_time(None, (now + _ONE_MICROSECOND).astimezone(zone))
+        else:
+            following = built.get_next_fire_time(previous.astimezone(zone), now.astimezone(zone))
+        # At most one repeated hour a night: one step past it is enough, two for safety.
+        for _ in range(2):
+            if following is None or not _fired_already_tonight(built, following, zone):
+                break
+            # From a second later, through UTC: wall-time arithmetic would not leave it.
+            later = (following.astimezone(UTC) + _ONE_SECOND).astimezone(zone)
+            following = built.get_next_fire_time(following, later)
+        return _utc(following)
     except OverflowError:
         # The next tick cannot be held in a datetime: the trigger has ended. Raising
         # instead would fail every claim of due ticks, for every job, again and again.
         return None
+
+
+def _fired_already_tonight(built: Any, tick: datetime, zone: ZoneInfo) -> bool:
+    """Return whether `tick` repeats a wall-clock time of the autumn change's first pass.
+
+    When clocks go back, an hour of wall time happens twice. A cron job at fixed hours
+    (02:30) fires in the first pass only, as cron does; one whose hour field is `*` fires
+    every hour of elapsed time, the repeated one included.
+    """
+    if not isinstance(built, _ApsCron):
+        return False
+    local = tick.astimezone(UTC).astimezone(zone)  # through UTC: sets `fold` right
+    if not local.fold:
+        return False
+    hour = next(field for field in built.fields if field.name == "hour")
+    return str(hour) != "*"
 
 
 def latest_due_tick(

@@ -8,6 +8,7 @@ delays or loses its own deliveries.
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -24,6 +25,11 @@ logger = logging.getLogger("fastapi_jobpoller.events")
 _QUEUE_SIZE = 10_000
 # Longest a single listener call may take before it is abandoned and logged.
 _LISTENER_TIMEOUT_SECONDS = 30.0
+# The same trouble of the same row (event type, poll or job, error) is logged at its level
+# at most once a minute; the repeats at DEBUG. Listeners get every event.
+_REPEAT_AFTER_SECONDS = 60.0
+# Entries remembered for that before the expired ones are dropped.
+_SAID_KEPT = 10_000
 
 
 class _Subscription:
@@ -53,6 +59,8 @@ class EventBus:
     def __init__(self) -> None:
         self._subscriptions: list[_Subscription] = []
         self._running = False
+        # When each (type, row, error) was last logged at WARNING or above.
+        self._said: dict[tuple[EventType, str, str | None], float] = {}
 
     def subscribe(self, listener: Listener, types: Iterable[EventType] = ()) -> None:
         """Call `listener` for every event of `types` (all types if none are given)."""
@@ -105,6 +113,22 @@ class EventBus:
         # Asked twice per attempt: no generator when nobody listens.
         return bool(self._subscriptions) and any(event_type in s.types for s in self._subscriptions)
 
+    def _said_lately(self, event: Event) -> bool:
+        """Return whether this trouble of this row was logged within the last minute."""
+        subject = event.poll_id or event.job_id
+        if subject is None:
+            return False
+        key = (event.type, subject, event.error)
+        now = time.monotonic()
+        said = self._said.get(key)
+        if said is not None and now - said < _REPEAT_AFTER_SECONDS:
+            return True
+        if len(self._said) >= _SAID_KEPT:
+            cutoff = now - _REPEAT_AFTER_SECONDS
+            self._said = {k: at for k, at in self._said.items() if at > cutoff}
+        self._said[key] = now
+        return False
+
     def publish(self, event_type: EventType, worker_id: str, **fields: Any) -> None:
         """Emit an event of this type, now, if anything would see it."""
         if self.wants(event_type):
@@ -113,6 +137,8 @@ class EventBus:
     def emit(self, event: Event) -> None:
         """Log the event and queue it for its listeners; never blocks, never raises."""
         level = log_level(event.type, error=event.error is not None)
+        if level >= logging.WARNING and self._said_lately(event):
+            level = logging.DEBUG  # the same trouble of the same row, said a moment ago
         if logger.isEnabledFor(level):
             logger.log(
                 level,

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from ..models import PollState
-from .database import Database
+from .database import Database, retry_lock_conflicts
 from .poll_store_pg import ACTIVE_STATES, PsycopgPollPaths
 from .quarantine_store import record_quarantine
 
@@ -37,6 +37,7 @@ class Claim:
         return len(self.attempts) + len(self.expired) + len(self.callbacks)
 
 
+@retry_lock_conflicts
 class AttemptStore:
     """The engine's queries on the polls table."""
 
@@ -292,15 +293,13 @@ class AttemptStore:
         """Extend this worker's leases on the polls it is working on; return how many."""
         table = self._table
         renewed = 0
+        held = (table.c.lease_owner == worker, table.c.next_poll_at.is_not(None))
         with self._db.transaction() as connection:
-            for chunk in _chunks(poll_ids):
+            for chunk in _chunks(sorted(set(poll_ids))):
+                self._lock_in_order(connection, table.c.id.in_(chunk), *held)
                 result = connection.execute(
                     sa.update(table)
-                    .where(
-                        table.c.id.in_(chunk),
-                        table.c.lease_owner == worker,
-                        table.c.next_poll_at.is_not(None),
-                    )
+                    .where(table.c.id.in_(chunk), *held)
                     .values(lease_expires_at=lease_until, next_poll_at=lease_until)
                 )
                 renewed += int(result.rowcount)
@@ -309,13 +308,30 @@ class AttemptStore:
     def release_leases(self, *, worker: str, now: datetime) -> int:
         """Hand this worker's unfinished rows back at once (used at shutdown)."""
         table = self._table
+        held = (table.c.lease_owner == worker, table.c.next_poll_at.is_not(None))
         with self._db.transaction() as connection:
+            self._lock_in_order(connection, *held)
             result = connection.execute(
-                sa.update(table)
-                .where(table.c.lease_owner == worker, table.c.next_poll_at.is_not(None))
-                .values(lease_expires_at=now, next_poll_at=now)
+                sa.update(table).where(*held).values(lease_expires_at=now, next_poll_at=now)
             )
         return int(result.rowcount)
+
+    def _lock_in_order(self, connection: Connection, *conditions: Any) -> None:
+        """Lock the rows an UPDATE of several rows will change, in id order, first.
+
+        An UPDATE locks rows in whatever order its plan visits them; two statements that
+        visit shared rows in different orders can deadlock (here: lease renewal and the
+        write-back of outcomes). Every multi-row statement on polls locks by id instead.
+        SQLite has one writer at a time and no row locks: nothing to do there.
+        """
+        if self._db.skip_locked:
+            table = self._table
+            # Code-point order, as Python sorts the write-back: PostgreSQL's default
+            # collation may sort otherwise; MySQL's ids are utf8mb4_bin already.
+            order = table.c.id.collate("C") if self._db.dialect_name == "postgresql" else table.c.id
+            connection.execute(
+                sa.select(table.c.id).where(*conditions).order_by(order).with_for_update()
+            ).all()
 
     def next_due(self) -> datetime | None:
         """Return the earliest `next_poll_at`, or None if nothing is waiting."""

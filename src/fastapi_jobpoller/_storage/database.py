@@ -1,11 +1,13 @@
 """The SQLAlchemy engine, per-database quirks, schema creation and error translation."""
 
+import functools
 import logging
+import random
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event, exc
@@ -14,12 +16,18 @@ from sqlalchemy.engine import Connection, Engine
 from ..exceptions import ConfigurationError, DatabaseUnavailableError
 from .tables import SCHEMA_VERSION, Tables
 
-__all__ = ["Database"]
+__all__ = ["Database", "LockConflictError", "retry_lock_conflicts"]
+
+T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 
 # How long SQLite waits for another connection's write lock before giving up (ms).
 _SQLITE_BUSY_TIMEOUT_MS = 30_000
+# Tries of a transaction that lost a deadlock or a lock wait, and the first pause between
+# them (doubling): enough for the other transaction to commit.
+_LOCK_CONFLICT_TRIES = 4
+_LOCK_CONFLICT_PAUSE_SECONDS = 0.02
 # Pause between two tries of the switch to WAL while another connection holds the file.
 _WAL_RETRY_SECONDS = 0.01
 # An arbitrary but fixed key for PostgreSQL's advisory lock around schema creation.
@@ -78,8 +86,12 @@ class Database:
                 with connection.begin():
                     yield connection
         except (exc.OperationalError, exc.InterfaceError) as error:
+            if _is_lock_conflict(error):
+                raise LockConflictError(f"lock conflict: {type(error.orig).__name__}") from error
             raise _unavailable(error) from error
         except exc.DBAPIError as error:
+            if _is_lock_conflict(error):
+                raise LockConflictError(f"lock conflict: {type(error.orig).__name__}") from error
             if error.connection_invalidated:
                 raise _unavailable(error) from error
             raise
@@ -156,6 +168,57 @@ class Database:
     def dispose(self) -> None:
         """Close every pooled connection."""
         self.engine.dispose()
+
+
+class LockConflictError(DatabaseUnavailableError):
+    """A transaction lost a deadlock or waited too long for a lock; it was rolled back.
+
+    Raised to a store method only; `retry_lock_conflicts` runs the method again.
+    """
+
+
+# MySQL/MariaDB error numbers: deadlock found, lock wait timeout exceeded.
+_MYSQL_LOCK_ERRORS = {1213, 1205}
+# PostgreSQL SQLSTATEs: deadlock detected, serialization failure, lock not available.
+_POSTGRESQL_LOCK_STATES = {"40P01", "40001", "55P03"}
+
+
+def _is_lock_conflict(error: exc.DBAPIError) -> bool:
+    original = error.orig
+    state = getattr(original, "sqlstate", None) or getattr(original, "pgcode", None)
+    if state in _POSTGRESQL_LOCK_STATES:
+        return True
+    args: tuple[Any, ...] = tuple(getattr(original, "args", ()))
+    return len(args) > 0 and args[0] in _MYSQL_LOCK_ERRORS
+
+
+def retry_lock_conflicts(cls: type[T]) -> type[T]:
+    """Make every public method of a store class retry a transaction that lost a lock
+    conflict, a few times after a short random pause; past that it raises.
+
+    Each such method is one transaction, rolled back when it loses: running it again is
+    safe, and is what a deadlock asks for.
+    """
+    for name, member in list(vars(cls).items()):
+        if not name.startswith("_") and callable(member):
+            setattr(cls, name, _retrying(member))
+    return cls
+
+
+def _retrying(method: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        for attempt in range(_LOCK_CONFLICT_TRIES):
+            try:
+                return method(*args, **kwargs)
+            except LockConflictError:
+                if attempt == _LOCK_CONFLICT_TRIES - 1:
+                    raise
+                logger.debug("a transaction lost a lock conflict; trying again")
+                time.sleep(random.uniform(0.5, 1.5) * _LOCK_CONFLICT_PAUSE_SECONDS * 2**attempt)
+        raise AssertionError("unreachable")
+
+    return call
 
 
 def _unavailable(error: exc.DBAPIError) -> DatabaseUnavailableError:

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 from ..exceptions import InvalidArgumentsError
 from ..models import JobRunState, PollState
-from .database import Database
+from .database import Database, retry_lock_conflicts
 
 __all__ = ["HistoryStore", "PruneReport", "Retention"]
 
@@ -48,6 +48,7 @@ class PruneReport:
     polls: int
 
 
+@retry_lock_conflicts
 class HistoryStore:
     """Queries on job runs and poll attempts, and their retention."""
 

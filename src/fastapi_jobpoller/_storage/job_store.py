@@ -17,12 +17,13 @@ from .._apscheduler import first_fire_time
 from .._rules.row_checks import describe_error
 from ..exceptions import InvalidTriggerError, JobConflictError, JobNotFoundError
 from ..triggers import TRIGGER_ADAPTER, Trigger
-from .database import Database
+from .database import Database, retry_lock_conflicts
 from .quarantine_store import is_quarantined
 
 __all__ = ["JobStore"]
 
 
+@retry_lock_conflicts
 class JobStore:
     """The jobs and job-runs tables' queries."""
 

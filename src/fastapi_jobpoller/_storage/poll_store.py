@@ -13,12 +13,13 @@ from sqlalchemy import exc
 
 from ..exceptions import InvalidStateError, PollConflictError, PollNotFoundError
 from ..models import PollState
-from .database import Database
+from .database import Database, retry_lock_conflicts
 from .poll_store_pg import ACTIVE_STATES
 
 __all__ = ["PollStore"]
 
 
+@retry_lock_conflicts
 class PollStore:
     """The polls table's queries."""
 

@@ -13,7 +13,7 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from .database import Database
+from .database import Database, retry_lock_conflicts
 
 __all__ = ["QuarantineStore", "Kind", "is_quarantined", "record_quarantine"]
 
@@ -49,6 +49,7 @@ def is_quarantined(table: sa.Table, kind: Kind, row_id_column: Any) -> Any:
     return sa.exists().where(table.c.kind == kind, table.c.row_id == row_id_column)
 
 
+@retry_lock_conflicts
 class QuarantineStore:
     """Reading and releasing quarantine records."""
 

@@ -22,7 +22,7 @@ from .._rules.row_checks import describe_error
 from ..exceptions import DatabaseUnavailableError, JobNotFoundError
 from ..models import JobRunState
 from ..triggers import TRIGGER_ADAPTER
-from .database import Database
+from .database import Database, retry_lock_conflicts
 from .quarantine_store import is_quarantined, record_quarantine
 
 __all__ = ["RunStore", "TickClaim"]
@@ -41,6 +41,7 @@ class TickClaim:
     """Job rows set aside by this claim (each with a `reason`), to report."""
 
 
+@retry_lock_conflicts
 class RunStore:
     """The job-runs table's queries, and the tick claims that write it."""
 

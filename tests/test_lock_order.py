@@ -1,0 +1,134 @@
+"""No two statements of the engine deadlock: lease renewal and the write-back of outcomes
+lock the poll rows they share in one order (PostgreSQL and MariaDB)."""
+
+import functools
+import random
+import threading
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from fastapi_jobpoller._storage.attempt_store import AttemptStore
+from fastapi_jobpoller._storage.database import Database
+from fastapi_jobpoller._storage.tables import utcnow
+
+from .conftest import MYSQL_URL_ENV, POSTGRESQL_URL_ENV, server_url
+
+POLLS = 400
+ROUNDS = 12
+
+
+@pytest.fixture(
+    params=[
+        pytest.param(POSTGRESQL_URL_ENV, marks=pytest.mark.postgresql),
+        pytest.param(MYSQL_URL_ENV, marks=pytest.mark.mysql),
+    ]
+)
+def database(request: pytest.FixtureRequest) -> Iterator[Database]:
+    url = server_url(request.param)
+    database = Database(url, table_prefix=f"lk{uuid.uuid4().hex[:8]}_")
+    database.create_schema()
+    try:
+        yield database
+    finally:
+        database.tables.metadata.drop_all(database.engine)
+        database.dispose()
+
+
+def poll_row(poll_id: str) -> dict[str, Any]:
+    now = utcnow()
+    return {
+        "id": poll_id,
+        "function": "f",
+        "arguments": {},
+        "state": "pending",
+        "attempts": 0,
+        "consecutive_errors": 0,
+        "interval": 1.0,
+        "backoff_factor": 1.0,
+        "max_interval": None,
+        "jitter": 0.0,
+        "timeout": None,
+        "max_attempts": None,
+        "max_errors": 5,
+        "callbacks": [],
+        "callbacks_pending": False,
+        "callback_attempts": 0,
+        "created_at": now,
+        "deadline": None,
+        "next_poll_at": now,
+        "finished_at": None,
+        "updated_at": now,
+        "progress": None,
+        "result": None,
+        "error": None,
+        "lease_owner": None,
+        "lease_expires_at": None,
+    }
+
+
+def deadlocks(database: Database) -> int:
+    """Return how many deadlocks the server broke (PostgreSQL: in this database)."""
+    with database.engine.connect() as connection:
+        if database.dialect_name == "postgresql":
+            connection.execute(sa.text("SELECT pg_stat_clear_snapshot()"))
+            return int(
+                connection.execute(
+                    sa.text(
+                        "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()"
+                    )
+                ).scalar_one()
+            )
+        row = connection.execute(sa.text("SHOW GLOBAL STATUS LIKE 'Innodb_deadlocks'")).one()
+        return int(row[1])
+
+
+def test_renewal_and_write_back_of_shared_rows_never_deadlock(database: Database) -> None:
+    store = AttemptStore(database)
+    ids = [uuid.uuid4().hex for _ in range(POLLS)]
+    with database.transaction() as connection:
+        connection.execute(sa.insert(database.tables.polls), [poll_row(i) for i in ids])
+    before = deadlocks(database)
+    failures: list[BaseException] = []
+    rng = random.Random(7)
+
+    def run(work: Any) -> None:
+        try:
+            work()
+        except BaseException as error:
+            failures.append(error)
+
+    for _ in range(ROUNDS):
+        now = utcnow() + timedelta(hours=1)
+        claimed = store.claim(
+            worker="w", now=now, lease_until=now + timedelta(minutes=5), limit=POLLS
+        ).attempts
+        updates = [
+            {
+                "id": row["id"],
+                "attempts": row["attempts"],
+                "new_attempts": row["attempts"],
+                "consecutive_errors": 0,
+                "next_poll_at": now - timedelta(hours=2),
+                "progress": None,
+                "error": None,
+                "updated_at": now,
+            }
+            for row in rng.sample(claimed, len(claimed))
+        ]
+        renewing = rng.sample(ids, len(ids))
+        lease_until = now + timedelta(minutes=10)
+        renew = functools.partial(store.renew_leases, renewing, worker="w", lease_until=lease_until)
+        write = functools.partial(store.write_pending, updates, worker="w")
+        threads = [threading.Thread(target=run, args=(work,)) for work in (renew, write)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+    assert failures == []
+    threading.Event().wait(1.0)  # the server counts a deadlock when it reports its stats
+    assert deadlocks(database) == before, "the server had to break a deadlock"
