@@ -1,8 +1,8 @@
 """Many workers, many instances, one database: real uvicorn processes, kills and outages.
 
-Every test here starts real processes: `python -m uvicorn tests.cluster_app:app` app
+Every test here starts real processes: `python -m uvicorn tests.support.cluster_app:app` app
 instances (with `--workers N`, uvicorn's supervisor starts and restarts the workers),
-the fake external service those apps call (tests/cluster_service.py), and, for
+the fake external service those apps call (tests/support/cluster_service.py), and, for
 PostgreSQL, a server of the test's own, so it can be stopped and restarted. Each test
 checks two records against each other: the library's tables (with an audit trigger that
 logs every claim of a poll and every re-run of a job run) and the service's own count of
@@ -23,7 +23,7 @@ import httpx2
 import pytest
 import sqlalchemy as sa
 
-from .cluster_audit import (
+from .support.cluster_audit import (
     PREFIX,
     RESUME_BOUND,
     TABLES,
@@ -40,7 +40,7 @@ from .cluster_audit import (
     rows,
     wait_for_renewal,
 )
-from .cluster_support import (
+from .support.cluster_support import (
     HEADERS,
     START_TIMEOUT,
     AppInstance,

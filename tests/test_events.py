@@ -2,7 +2,7 @@
 
 Listeners are the user's code: a raising or hanging one must cost the engine nothing,
 and `async def` ones are awaited. The last test runs two real processes on one
-PostgreSQL database (`tests/event_worker.py`), each writing its events to a ledger
+PostgreSQL database (`tests/support/event_worker.py`), each writing its events to a ledger
 table, and checks that every occurrence was reported once, by one process.
 """
 
@@ -46,8 +46,8 @@ from fastapi_jobpoller._storage.database import Database
 from fastapi_jobpoller._storage.tables import Tables
 
 from .conftest import PollerFactory
-from .event_worker import events_table
-from .process_worker import ledger_table
+from .support.event_worker import events_table
+from .support.process_worker import ledger_table
 
 pytestmark = pytest.mark.anyio
 
@@ -832,13 +832,13 @@ WORKER_SETTINGS = {
 
 
 class Worker:
-    """One `tests/event_worker.py` process: commands on stdin, answers on stdout."""
+    """One `tests/support/event_worker.py` process: commands on stdin, answers on stdout."""
 
     def __init__(self, name: str, env: dict[str, str], arguments: list[str], log: Path) -> None:
         self.name, self.log_path = name, log
         self._log: IO[str] = log.open("w")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "tests.event_worker", *arguments],
+            [sys.executable, "-m", "tests.support.event_worker", *arguments],
             cwd=REPOSITORY,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,

@@ -5,7 +5,7 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from .examples_support import ADMIN_KEY, load_example, set_example_environment
+from .support.examples_support import ADMIN_KEY, load_example, set_example_environment
 
 READ_KEY = "examples-read-key-0123456789"
 NIGHTLY = {"function": "rebuild_search_index", "trigger": {"type": "cron", "hour": 3}}

@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 
 from fastapi_jobpoller import JobInfo, JobRunState
 
-from .examples_support import (
+from .support.examples_support import (
     ADMIN,
     eventually,
     load_example,

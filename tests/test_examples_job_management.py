@@ -7,7 +7,7 @@ import pytest
 
 from fastapi_jobpoller import Event, EventType, JobPoller
 
-from .examples_support import load_example, poller_of, set_example_environment
+from .support.examples_support import load_example, poller_of, set_example_environment
 
 pytestmark = pytest.mark.anyio
 

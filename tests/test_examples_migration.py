@@ -20,7 +20,7 @@ from apscheduler.triggers.cron import CronTrigger as APSchedulerCronTrigger
 from fastapi_jobpoller import CronTrigger, DateTrigger, IntervalTrigger
 
 from .conftest import PollerFactory
-from .examples_support import load_example
+from .support.examples_support import load_example
 
 REMINDER_AT = datetime(2031, 5, 4, 9, 15, tzinfo=UTC)
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from .examples_support import ADMIN, eventually, load_example, set_example_environment
+from .support.examples_support import ADMIN, eventually, load_example, set_example_environment
 
 REMINDER = {"user_id": "u-1", "message": "Meeting in 5 minutes"}
 

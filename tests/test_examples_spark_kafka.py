@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from fastapi_jobpoller import PollAttemptInfo
 
-from .examples_support import ADMIN, load_example, poller_of, set_example_environment
+from .support.examples_support import ADMIN, load_example, poller_of, set_example_environment
 
 INTERVAL = 0.02
 

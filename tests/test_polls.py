@@ -30,8 +30,8 @@ from fastapi_jobpoller import (
     PollState,
 )
 
-from . import process_functions
 from .conftest import PollerFactory
+from .support import process_functions
 
 pytestmark = pytest.mark.anyio
 

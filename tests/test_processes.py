@@ -1,9 +1,9 @@
 """Real worker processes sharing one PostgreSQL database: every attempt runs once.
 
-Each test starts `tests/process_worker.py` as separate OS processes (configured only by
-`JOBPOLLER_*` environment variables) and checks two records against each other: the
-library's own tables, and a ledger table that the called functions write themselves on a
-connection of their own. Threads in one process could not show this: locks, leases and
+Each test starts `tests/support/process_worker.py` as separate OS processes (configured
+only by `JOBPOLLER_*` environment variables) and checks two records against each other:
+the library's own tables, and a ledger table that the called functions write themselves
+on a connection of their own. Threads in one process could not show this: locks, leases and
 crashes are about processes.
 """
 
@@ -29,11 +29,12 @@ import sqlalchemy as sa
 
 from fastapi_jobpoller._storage.tables import Tables
 
-from .process_worker import LEDGER_SUFFIX, ledger_table
+from .support import process_worker
+from .support.process_worker import LEDGER_SUFFIX, ledger_table
 
 pytestmark = [pytest.mark.processes, pytest.mark.postgresql]
 
-WORKER_SCRIPT = Path(__file__).with_name("process_worker.py")
+WORKER_SCRIPT = Path(process_worker.__file__)
 # Starting a worker imports SQLAlchemy, pydantic and APScheduler: about a second here,
 # much more on a loaded CI machine. Bounds are generous; no test asserts speed.
 START_TIMEOUT = 60.0

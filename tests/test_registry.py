@@ -23,8 +23,8 @@ from fastapi_jobpoller import (
 )
 from fastapi_jobpoller._engine.registry import Registry
 
-from . import process_functions
 from .conftest import FAST_SETTINGS, PollerFactory
+from .support import process_functions
 
 pytestmark = pytest.mark.anyio
 

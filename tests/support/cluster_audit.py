@@ -18,8 +18,7 @@ import pytest
 import sqlalchemy as sa
 
 from fastapi_jobpoller._storage.tables import Tables
-
-from .cluster_support import AppInstance, Call, Service
+from tests.support.cluster_support import AppInstance, Call, Service
 
 PREFIX = "cluster_"
 TABLES = Tables(PREFIX)

@@ -1,8 +1,8 @@
 """The app tests/test_cluster.py serves with real uvicorn workers (not a test module).
 
-`python -m uvicorn tests.cluster_app:app --workers N` runs it; every setting comes from
+`python -m uvicorn tests.support.cluster_app:app --workers N` runs it; every setting comes from
 `JOBPOLLER_*` environment variables, as in a deployment, and `CLUSTER_SERVICE_URL` names
-the fake external service (tests/cluster_service.py) that the functions call. The service
+the fake external service (tests/support/cluster_service.py) that the functions call. The service
 counts every call, independently of the library's tables.
 
 Each process writes `CLUSTER-APP STARTED <pid> <worker id>` to stderr once its poller has

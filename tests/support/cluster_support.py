@@ -24,9 +24,9 @@ import httpx2
 import pytest
 import sqlalchemy as sa
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SERVICE_SCRIPT = Path(__file__).with_name("cluster_service.py")
-APP = "tests.cluster_app:app"
+APP = "tests.support.cluster_app:app"
 API_KEY = "cluster-test-admin-key-0001"
 HEADERS = {"X-API-Key": API_KEY}
 # Bounds of the waits. Starting an app process imports FastAPI, SQLAlchemy and pydantic:
@@ -216,7 +216,7 @@ class Call:
 
 
 class Service:
-    """tests/cluster_service.py, started on a free port."""
+    """tests/support/cluster_service.py, started on a free port."""
 
     def __init__(self, log_path: Path, *, max_delay: float) -> None:
         self._log: IO[str] = log_path.open("a")
@@ -275,7 +275,7 @@ def app_environment(settings: dict[str, object], service_url: str) -> dict[str, 
 
 
 class AppInstance:
-    """`python -m uvicorn tests.cluster_app:app --workers N` on its own port.
+    """`python -m uvicorn tests.support.cluster_app:app --workers N` on its own port.
 
     With `workers > 1` uvicorn runs a supervisor that starts (and restarts) worker
     processes; with 1 the uvicorn process is the worker itself.

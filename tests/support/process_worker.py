@@ -1,7 +1,8 @@
 """A worker process for tests/test_processes.py (a program, not a test module).
 
-Run it as `python tests/process_worker.py [--ledger-table NAME]`. Every setting comes from
-`JOBPOLLER_*` environment variables, read by `JobPollerSettings` as in a real deployment.
+Run it as `python tests/support/process_worker.py [--ledger-table NAME]`. Every setting
+comes from `JOBPOLLER_*` environment variables, read by `JobPollerSettings` as in a real
+deployment.
 It registers the functions below, starts a `JobPoller`, prints `READY <pid>`, and then:
 
 - reads JSON commands on stdin, one a line, and answers each on stdout:

@@ -1,12 +1,13 @@
 """A worker process for the multi-process test of tests/test_events.py (a program).
 
-Run it from the repository root as `python -m tests.event_worker --events TABLE --calls
-TABLE`. Every setting comes from `JOBPOLLER_*` environment variables. Like
-`tests/process_worker.py` it registers functions that write their calls to a ledger table
-of their own, prints `READY <pid> <worker id>`, carries out JSON commands read on stdin (one
-a line, one answer line each), and stops on SIGTERM with an ordinary shutdown, printing
-`STOPPED`. Besides, a `def` listener writes every engine event this process emits to the
-events table, on a connection of its own: that is what the test counts.
+Run it from the repository root as `python -m tests.support.event_worker --events TABLE
+--calls TABLE`. Every setting comes from `JOBPOLLER_*` environment variables. Like
+`tests/support/process_worker.py` it registers functions that write their calls to a
+ledger table of their own, prints `READY <pid> <worker id>`, carries out JSON commands
+read on stdin (one a line, one answer line each), and stops on SIGTERM with an ordinary
+shutdown, printing `STOPPED`. Besides, a `def` listener writes every engine event this
+process emits to the events table, on a connection of its own: that is what the test
+counts.
 """
 
 import argparse
@@ -22,8 +23,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from fastapi_jobpoller import Done, Event, IntervalTrigger, JobPoller, Pending, PollInfo
-
-from .process_worker import Ledger
+from tests.support.process_worker import Ledger
 
 __all__ = ["events_table"]
 

@@ -1,6 +1,6 @@
 """The fake external service of tests/test_cluster.py (a program, not a test module).
 
-Run it as `python tests/cluster_service.py [--max-delay SECONDS]`; it prints
+Run it as `python tests/support/cluster_service.py [--max-delay SECONDS]`; it prints
 `LISTENING <port>` and serves on 127.0.0.1 until killed:
 
 - `POST /calls` with `{"kind": ..., "key": ..., "worker": ..., "pid": ...}` records one

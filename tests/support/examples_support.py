@@ -16,7 +16,7 @@ import pytest
 
 from fastapi_jobpoller import JobPoller, JobPollerSettings
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 ADMIN_KEY = "examples-admin-key-0123456789"
 ADMIN = {"X-API-Key": ADMIN_KEY}
 # Generous bound for waits on work that takes a fraction of a second; never a speed check.
