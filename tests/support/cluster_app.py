@@ -1,4 +1,4 @@
-"""The app tests/test_cluster.py serves with real uvicorn workers (not a test module).
+"""The app tests/processes/test_cluster.py serves with real uvicorn workers (not a test module).
 
 `python -m uvicorn tests.support.cluster_app:app --workers N` runs it; every setting comes from
 `JOBPOLLER_*` environment variables, as in a deployment, and `CLUSTER_SERVICE_URL` names

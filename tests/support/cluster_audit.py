@@ -1,4 +1,4 @@
-"""What tests/test_cluster.py checks, and the audit log it checks it with.
+"""What tests/processes/test_cluster.py checks, and the audit log it checks it with.
 
 The audit log is a pair of PostgreSQL triggers on the library's tables: they record every
 claim of a poll (and every takeover of an expired lease) and every re-run of a job run,

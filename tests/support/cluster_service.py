@@ -1,4 +1,4 @@
-"""The fake external service of tests/test_cluster.py (a program, not a test module).
+"""The fake external service of tests/processes/test_cluster.py (a program, not a test).
 
 Run it as `python tests/support/cluster_service.py [--max-delay SECONDS]`; it prints
 `LISTENING <port>` and serves on 127.0.0.1 until killed:

@@ -1,4 +1,4 @@
-"""Processes for tests/test_cluster.py: a PostgreSQL server of the test's own, the fake
+"""Processes for tests/processes/test_cluster.py: a PostgreSQL server of the test's own, the fake
 external service, and uvicorn app instances. Every wait is bounded; every process is
 ended by the fixture that started it.
 """

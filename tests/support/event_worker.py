@@ -1,4 +1,4 @@
-"""A worker process for the multi-process test of tests/test_events.py (a program).
+"""A worker process for the multi-process test of tests/events/test_poll_events.py.
 
 Run it from the repository root as `python -m tests.support.event_worker --events TABLE
 --calls TABLE`. Every setting comes from `JOBPOLLER_*` environment variables. Like

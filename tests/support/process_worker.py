@@ -1,4 +1,4 @@
-"""A worker process for tests/test_processes.py (a program, not a test module).
+"""A worker process for tests/processes/test_processes.py (a program, not a test module).
 
 Run it as `python tests/support/process_worker.py [--ledger-table NAME]`. Every setting
 comes from `JOBPOLLER_*` environment variables, read by `JobPollerSettings` as in a real
