@@ -8,7 +8,6 @@ committed page, check that it is what the generator makes now, and check the gen
 
 import re
 import typing
-from pathlib import Path
 from typing import Literal
 
 import pytest
@@ -24,8 +23,9 @@ from scripts.settings_docs import (
 )
 
 from fastapi_jobpoller import ConfigurationError, JobPoller, JobPollerSettings
+from tests.helpers import REPOSITORY
 
-DOCUMENT = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
+DOCUMENT = REPOSITORY / "docs" / "configuration.md"
 # A table row that documents one setting: | `field`<br>`ENV_VAR` | default | meaning |
 ROW = re.compile(r"^\|\s*`(\w+)`<br>`(\w+)`\s*\|([^|]*)\|")
 

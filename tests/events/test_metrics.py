@@ -19,7 +19,6 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from fastapi_jobpoller import (
-    DateTrigger,
     Done,
     Failed,
     IntervalTrigger,
@@ -30,14 +29,10 @@ from fastapi_jobpoller import (
     mount_scheduler,
 )
 from tests.conftest import PollerFactory
+from tests.helpers import FAR_FUTURE, QUIET, WAIT, sqlite_only, wait_until
 
-WAIT = 10.0
-# How long counts must stay put once reached: many times the tests' intervals.
-QUIET = 0.3
-FAR_FUTURE = DateTrigger(run_date="2100-01-01T00:00:00+00:00")
 API_KEY = "metrics-tests-admin-key-001"
 ADMIN = {"X-API-Key": API_KEY}
-sqlite_only = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -83,6 +78,7 @@ class Api:
                 break
             time.sleep(0.05)
         assert seen == expected
+        # Once reached, the counts must stay put.
         time.sleep(QUIET)
         samples = self.scrape()
         assert {key: samples.get(key, 0.0) for key in expected} == expected
@@ -91,13 +87,6 @@ class Api:
 
 def series(name: str, **labels: str) -> tuple[str, frozenset[tuple[str, str]]]:
     return (name, frozenset(labels.items()))
-
-
-def wait_until(condition: Callable[[], bool], what: str) -> None:
-    give_up_at = time.monotonic() + WAIT
-    while not condition():
-        assert time.monotonic() < give_up_at, what
-        time.sleep(0.02)
 
 
 @pytest.fixture

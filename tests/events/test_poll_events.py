@@ -19,7 +19,7 @@ import threading
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -30,7 +30,6 @@ import pytest
 import sqlalchemy as sa
 
 from fastapi_jobpoller import (
-    DateTrigger,
     Done,
     Event,
     EventType,
@@ -45,18 +44,24 @@ from fastapi_jobpoller import (
 from fastapi_jobpoller._storage.database import Database
 from fastapi_jobpoller._storage.tables import Tables
 from tests.conftest import PollerFactory
+from tests.helpers import (
+    FAR_FUTURE,
+    QUIET,
+    REPOSITORY,
+    START_TIMEOUT,
+    STOP_TIMEOUT,
+    WAIT,
+    WORK_TIMEOUT,
+    ended,
+    eventually,
+    runs_reach,
+    sqlite_only,
+    wait_for_workers,
+)
 from tests.support.event_worker import events_table
 from tests.support.process_worker import ledger_table
 
 pytestmark = pytest.mark.anyio
-
-# Every wait gives up after this long, so a bug fails a test, never hangs it.
-WAIT = 10.0
-# How long to watch for something that must NOT happen (a second event, say): many
-# times the 0.01 s intervals and the 0.05 s idle wait of these tests.
-QUIET = 0.2
-sqlite_only = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-FAR_FUTURE = DateTrigger(run_date="2100-01-01T00:00:00+00:00")
 
 
 class Recorder:
@@ -75,34 +80,6 @@ class Recorder:
 
     def types(self) -> Counter[EventType]:
         return Counter(e.type for e in self.events)
-
-
-async def eventually(condition: Callable[[], bool], what: str) -> None:
-    """Wait until `condition` holds; fail after `WAIT` seconds."""
-    with anyio.fail_after(WAIT):
-        while True:
-            if condition():
-                return
-            await anyio.sleep(0.01)
-
-
-async def runs_reach(poller: JobPoller, state: JobRunState, count: int) -> None:
-    """Wait until at least `count` job runs are stored in `state`."""
-    with anyio.fail_after(WAIT):
-        while True:
-            if len(await poller.list_job_runs(state=state, limit=1000)) >= count:
-                return
-            await anyio.sleep(0.02)
-
-
-async def ended(poller: JobPoller, poll_id: str) -> PollInfo:
-    """Wait until the poll has ended and its callbacks ran."""
-    with anyio.fail_after(WAIT):
-        while True:
-            poll = await poller.get_poll(poll_id)
-            if poll.is_terminal and not poll.callbacks_pending:
-                return poll
-            await anyio.sleep(0.01)
 
 
 def build(make_poller: PollerFactory, **settings: Any) -> JobPoller:
@@ -815,12 +792,6 @@ def test_a_process_whose_def_listener_hangs_still_exits_after_shutdown(tmp_path:
 
 # -- two real processes on one PostgreSQL database -----------------------------------------
 
-REPOSITORY = Path(__file__).resolve().parents[2]
-# Starting a worker imports SQLAlchemy, pydantic and APScheduler: about a second here,
-# more on a loaded machine. Generous bounds; nothing asserts speed.
-START_TIMEOUT = 60.0
-STOP_TIMEOUT = 20.0
-WORK_TIMEOUT = 60.0
 WORKER_SETTINGS = {
     "idle_wait_seconds": 0.05,
     "lease_seconds": 5.0,
@@ -940,17 +911,6 @@ def shared_database(postgresql_url: str) -> Iterator[SharedDatabase]:
         engine.dispose()
 
 
-def wait_for(condition: Callable[[], bool], workers: list[Worker], what: str) -> None:
-    give_up_at = time.monotonic() + WORK_TIMEOUT
-    while not condition():
-        for worker in workers:
-            if worker.process.poll() is not None:
-                pytest.fail(f"worker {worker.name} died\n{worker.log()}")
-        if time.monotonic() > give_up_at:
-            pytest.fail(f"{what}: not reached\n" + "\n".join(w.log() for w in workers))
-        time.sleep(0.05)
-
-
 @pytest.mark.processes
 @pytest.mark.postgresql
 def test_two_processes_on_one_database_report_every_occurrence_exactly_once(
@@ -980,7 +940,7 @@ def test_two_processes_on_one_database_report_every_occurrence_exactly_once(
             )
         a.command("ADDED", op="add_job", job_id="ticker", seconds=0.1)
         polls, runs = shared_database.tables.polls, shared_database.tables.job_runs
-        wait_for(
+        wait_for_workers(
             lambda: (
                 shared_database.count(
                     sa.select(sa.func.count())
@@ -997,7 +957,7 @@ def test_two_processes_on_one_database_report_every_occurrence_exactly_once(
             "every poll ended with its callbacks delivered, and the job ran",
         )
         b.command("PAUSED", op="pause_job", job_id="ticker")
-        wait_for(
+        wait_for_workers(
             lambda: (
                 shared_database.count(
                     sa.select(sa.func.count())

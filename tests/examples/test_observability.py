@@ -15,10 +15,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from fastapi_jobpoller import JobPollerSettings
+from tests.support.examples_support import EXAMPLES, WAIT_SECONDS, clear_settings_environment
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "observability.py"
-WAIT = 10.0
+EXAMPLE = EXAMPLES / "observability.py"
 API_KEY = "observability-example-key-01"
 
 
@@ -27,8 +26,7 @@ def example(
     monkeypatch: pytest.MonkeyPatch, database_url: str, table_prefix: str, tmp_path: Path
 ) -> Iterator[ModuleType]:
     """The example, imported afresh on the test's database; its log handler removed after."""
-    for name in JobPollerSettings.model_fields:
-        monkeypatch.delenv(f"JOBPOLLER_{name.upper()}", raising=False)
+    clear_settings_environment(monkeypatch)
     monkeypatch.setenv("JOBPOLLER_DATABASE_URL", database_url)
     monkeypatch.setenv("JOBPOLLER_TABLE_PREFIX", table_prefix)
     monkeypatch.setenv("JOBPOLLER_API_KEY", API_KEY)
@@ -60,7 +58,7 @@ def watch_until_audited(client: TestClient, payment_ids: list[str]) -> list[dict
         response = client.post(f"/payments/{payment_id}/watch")
         assert response.status_code == 202, response.text
         assert response.json() == {"poll_id": f"payment-{payment_id}"}
-    give_up_at = time.monotonic() + WAIT
+    give_up_at = time.monotonic() + WAIT_SECONDS
     while True:
         rows: list[dict[str, Any]] = client.get("/audit").json()
         if len(rows) >= len(payment_ids) or time.monotonic() > give_up_at:

@@ -10,10 +10,8 @@ diagrams are pictures, not code, and are exempt.
 """
 
 import functools
-import importlib.util
 import re
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,35 +22,21 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from fastapi_jobpoller import JobPoller, JobPollerSettings, JobRunState
+from fastapi_jobpoller import JobRunState
+from tests.helpers import REPOSITORY
+from tests.support.examples_support import (
+    WAIT_SECONDS,
+    clear_settings_environment,
+    load_example,
+    poller_of,
+)
 
-REPOSITORY = Path(__file__).resolve().parents[2]
-EXAMPLES = REPOSITORY / "examples"
 PACKAGE = REPOSITORY / "src" / "fastapi_jobpoller"
 DOCUMENTS = [*sorted((REPOSITORY / "docs").glob("*.md")), REPOSITORY / "README.md"]
-# Generous bound for waits on work that takes a few seconds; never a speed assertion.
-WAIT_SECONDS = 30.0
 API_KEY = "quickstart-test-key-0123456789"
 
 
 # -- the quickstart ------------------------------------------------------------------
-
-
-def load_example(name: str) -> ModuleType:
-    """Import examples/<name>.py as a new module, reading the environment as it is now."""
-    spec = importlib.util.spec_from_file_location(
-        f"example_{name}_{uuid.uuid4().hex}", EXAMPLES / f"{name}.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def clear_settings_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Remove every JOBPOLLER_* setting a developer's shell may hold."""
-    for name in JobPollerSettings.model_fields:
-        monkeypatch.delenv(f"JOBPOLLER_{name.upper()}", raising=False)
 
 
 @pytest.fixture
@@ -69,12 +53,6 @@ def app_of(module: ModuleType) -> FastAPI:
     app = module.app
     assert isinstance(app, FastAPI)
     return app
-
-
-def poller_of(module: ModuleType) -> JobPoller:
-    poller = module.poller
-    assert isinstance(poller, JobPoller)
-    return poller
 
 
 def wait_until_ended(client: TestClient, poll_id: str) -> dict[str, Any]:

@@ -1,9 +1,7 @@
 """examples/seed_integration.py runs end to end, in-process and as a script."""
 
-import importlib.util
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,18 +12,12 @@ import httpx2
 import pytest
 from fastapi.testclient import TestClient
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "seed_integration.py"
+from tests.helpers import free_port
+from tests.support.examples_support import EXAMPLES, load_example
+
+EXAMPLE = EXAMPLES / "seed_integration.py"
 API_KEY = "example-tests-admin-key-00001"
 ADMIN = {"X-API-Key": API_KEY}
-
-
-def load_example(name: str) -> ModuleType:
-    """Import the example afresh: its module-level poller reads the environment."""
-    spec = importlib.util.spec_from_file_location(name, EXAMPLE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture
@@ -34,7 +26,7 @@ def example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     monkeypatch.setenv("JOBPOLLER_API_KEY", API_KEY)
     monkeypatch.setenv("JOBPOLLER_DEFAULT_POLL_INTERVAL", "0.05")
     monkeypatch.setenv("JOBPOLLER_IDLE_WAIT_SECONDS", "0.05")
-    return load_example(f"seed_integration_{tmp_path.name}")
+    return load_example("seed_integration")
 
 
 def test_a_submitted_transfer_is_polled_until_it_completes(
@@ -80,13 +72,6 @@ def test_the_management_api_needs_the_api_key_from_the_settings(example: ModuleT
         assert client.get("/jobpoller/polls", headers={"X-API-Key": "wrong"}).status_code == 401
         assert client.get("/jobpoller/polls", headers=ADMIN).status_code == 200
         assert client.get("/jobpoller/health").json()["status"] == "ok"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @pytest.mark.processes

@@ -2,7 +2,6 @@
 
 import asyncio
 import threading
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,33 +20,15 @@ from fastapi_jobpoller import (
     JobRunState,
 )
 from tests.conftest import PollerFactory
+from tests.helpers import QUIET, RunsCheck, wait_for_runs
 
 pytestmark = pytest.mark.anyio
 
-# Longest a test waits for something that should take a fraction of a second.
-WAIT_SECONDS = 15.0
-# How long a test watches for something that must not happen (many periods of 0.05 s).
-QUIET_SECONDS = 0.3
 PERIOD = 0.05
-
-RunsCheck = Callable[[list[JobRunInfo]], bool]
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-async def wait_for_runs(poller: JobPoller, job_id: str, check: RunsCheck) -> list[JobRunInfo]:
-    """Return a job's runs (oldest tick first) once `check` accepts them; fail at the deadline."""
-    loop = asyncio.get_running_loop()
-    give_up_at = loop.time() + WAIT_SECONDS
-    while True:
-        runs = list(reversed(await poller.list_job_runs(job_id=job_id, limit=1000)))
-        if check(runs):
-            return runs
-        if loop.time() > give_up_at:
-            raise AssertionError(f"gave up after {WAIT_SECONDS} s; runs of {job_id!r}: {runs}")
-        await asyncio.sleep(0.02)
 
 
 def in_state(state: JobRunState, count: int) -> RunsCheck:
@@ -152,7 +133,7 @@ async def test_a_date_job_runs_once_and_then_leaves_the_job_list(
     async with poller:
         job = await poller.add_job("once", DateTrigger(), arguments={"tag": "x"}, job_id="one")
         [run] = await wait_for_runs(poller, "one", settled(1))
-        await asyncio.sleep(QUIET_SECONDS)
+        await asyncio.sleep(QUIET)
 
         assert await poller.list_jobs() == []
         with pytest.raises(JobNotFoundError):
@@ -236,7 +217,7 @@ async def test_a_paused_job_gets_no_ticks_until_it_is_resumed(make_poller: Polle
         assert paused.paused is True
         assert paused.next_run_at is None
         before = await wait_for_runs(poller, job.id, settled(1))
-        await asyncio.sleep(QUIET_SECONDS)
+        await asyncio.sleep(QUIET)
         assert await poller.list_job_runs(job_id=job.id, limit=1000) == list(reversed(before))
 
         resumed_at = utcnow()
@@ -262,7 +243,7 @@ async def test_a_job_added_paused_has_no_ticks_until_it_is_resumed(
     async with poller:
         job = await poller.add_job("work", IntervalTrigger(seconds=PERIOD), paused=True)
         assert job.paused is True and job.next_run_at is None
-        await asyncio.sleep(QUIET_SECONDS)
+        await asyncio.sleep(QUIET)
         assert await poller.list_job_runs(job_id=job.id) == []
 
         await poller.resume_job(job.id)
@@ -292,7 +273,7 @@ async def test_rescheduling_a_job_changes_its_period(make_poller: PollerFactory)
         assert slow.next_run_at is not None
         assert slow.next_run_at - slow.updated_at == timedelta(hours=2)
         settled_runs = await wait_for_runs(poller, "work", settled(3))
-        await asyncio.sleep(QUIET_SECONDS)
+        await asyncio.sleep(QUIET)
         assert len(await poller.list_job_runs(job_id="work", limit=1000)) == len(settled_runs)
 
 
@@ -307,7 +288,7 @@ async def test_a_rescheduled_paused_job_stays_paused(make_poller: PollerFactory)
         await poller.add_job("work", IntervalTrigger(hours=1), job_id="work", paused=True)
         job = await poller.reschedule_job("work", IntervalTrigger(seconds=PERIOD))
         assert job.paused is True and job.next_run_at is None
-        await asyncio.sleep(QUIET_SECONDS)
+        await asyncio.sleep(QUIET)
         assert await poller.list_job_runs(job_id="work") == []
 
 
@@ -327,7 +308,7 @@ async def test_a_removed_job_stops_running_and_cannot_be_found(make_poller: Poll
             await poller.get_job("work")
         assert await poller.list_jobs() == []
         history = await wait_for_runs(poller, "work", settled(1))
-        await asyncio.sleep(QUIET_SECONDS)
+        await asyncio.sleep(QUIET)
         # The history stays, and no tick is added to it.
         assert len(await poller.list_job_runs(job_id="work", limit=1000)) == len(history)
         with pytest.raises(JobNotFoundError):

@@ -9,7 +9,6 @@ Everything happens offline: the build uses this environment's hatchling
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import sysconfig
@@ -26,10 +25,10 @@ import pytest
 from packaging.requirements import Requirement
 
 import fastapi_jobpoller
+from tests.helpers import REPOSITORY, free_port
 
 pytestmark = pytest.mark.processes
 
-REPOSITORY = Path(__file__).resolve().parents[2]
 VERSION = fastapi_jobpoller.__version__
 # Generous bounds for a build, an install and an app start on a busy machine.
 STEP_SECONDS = 120.0
@@ -135,13 +134,6 @@ def test_the_sdist_holds_what_building_testing_and_the_docs_need(sdist: Path) ->
 
 
 # -- the installed wheel -------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @pytest.fixture(scope="module")

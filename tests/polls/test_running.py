@@ -1,13 +1,12 @@
 """Per-request polls end to end, through `JobPoller`, on every database.
 
-Tests marked `engine_only` run on SQLite alone (see the comment at `engine_only`).
+Tests marked `sqlite_only` run on SQLite alone (see tests/polls/__init__.py).
 """
 
 import asyncio
 import os
 import threading
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import anyio
@@ -30,50 +29,10 @@ from fastapi_jobpoller import (
     PollState,
 )
 from tests.conftest import PollerFactory
+from tests.helpers import QUIET, WAIT, ended, poll_until, sqlite_only, wait_event, wait_thread_event
 from tests.support import process_functions
 
 pytestmark = pytest.mark.anyio
-
-# Every wait in this module gives up after this long, so a bug fails a test, never hangs it.
-WAIT = 10.0
-# Behaviour decided inside one process (which executor runs a function, concurrency
-# limits, attempt timeouts, checking what a function returned, refusals at submit) runs
-# no query that differs between databases, so it is tested on SQLite alone; everything
-# that reads or writes poll rows runs on every database.
-engine_only = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-# How long to watch for something that must NOT happen (a second attempt, a second
-# callback): many times the 0.01 s interval and the 0.05 s idle wait of these tests.
-QUIET = 0.2
-
-
-async def wait_until(
-    poller: JobPoller, poll_id: str, predicate: Callable[[PollInfo], bool]
-) -> PollInfo:
-    """Return the poll as soon as `predicate` holds for it; fail after `WAIT` seconds."""
-    with anyio.fail_after(WAIT):
-        while True:
-            poll = await poller.get_poll(poll_id)
-            if predicate(poll):
-                return poll
-            await anyio.sleep(0.01)
-
-
-async def wait_event(event: asyncio.Event) -> None:
-    with anyio.fail_after(WAIT):
-        await event.wait()
-
-
-async def wait_thread_event(event: threading.Event) -> None:
-    assert await anyio.to_thread.run_sync(event.wait, WAIT), "the event was never set"
-
-
-async def ended(poller: JobPoller, poll_id: str) -> PollInfo:
-    """Wait for the poll to end and its callbacks to run; fail if it does not in time.
-
-    Like `wait_for_poll`, but looking every 10 ms keeps this module quick.
-    """
-    return await wait_until(poller, poll_id, lambda p: p.is_terminal and not p.callbacks_pending)
-
 
 # -- running poll functions --------------------------------------------------------------
 
@@ -99,7 +58,7 @@ async def test_a_sync_poll_function_runs_on_a_worker_thread(make_poller: PollerF
     assert all(name.startswith("jobpoller-worker") for name in threads)
 
 
-@engine_only
+@sqlite_only
 async def test_an_async_poll_function_is_awaited_on_the_event_loop(
     make_poller: PollerFactory,
 ) -> None:
@@ -265,7 +224,7 @@ async def test_a_poll_still_pending_after_max_attempts_fails(make_poller: Poller
     assert calls == 3
 
 
-@engine_only
+@sqlite_only
 async def test_a_poll_function_returning_something_else_than_an_outcome_is_an_error(
     make_poller: PollerFactory,
 ) -> None:
@@ -284,7 +243,7 @@ async def test_a_poll_function_returning_something_else_than_an_outcome_is_an_er
     assert "poll functions return Pending(), Done() or Failed(), not dict" in final.error
 
 
-@engine_only
+@sqlite_only
 async def test_an_outcome_holding_a_value_that_is_not_json_is_an_error(
     make_poller: PollerFactory,
 ) -> None:
@@ -340,7 +299,7 @@ async def test_a_restart_does_not_reset_a_polls_timeout(make_poller: PollerFacto
     register(first)
     async with first:
         poll = await first.start_poll("forever", interval=0.05, timeout=timeout)
-        before = await wait_until(first, poll.id, lambda p: p.attempts >= 2)
+        before = await poll_until(first, poll.id, lambda p: p.attempts >= 2)
     assert poll.deadline is not None
     # Stay down a while: a timeout counted from the restart would end this much later.
     await anyio.sleep(0.3)
@@ -455,7 +414,7 @@ async def test_a_cancelled_poll_runs_no_more_attempts(make_poller: PollerFactory
 
     async with poller:
         poll = await poller.start_poll("slow_steps", interval=0.01)
-        await wait_until(
+        await poll_until(
             poller, poll.id, lambda p: p.state is PollState.PENDING and p.attempts == 1
         )
         cancelled = await poller.cancel_poll(poll.id)
@@ -714,7 +673,7 @@ async def test_a_callback_that_raises_is_delivered_again_later(
     assert final.result == "r"
 
 
-@engine_only
+@sqlite_only
 async def test_an_unknown_callback_name_is_refused_at_submit(make_poller: PollerFactory) -> None:
     poller = make_poller()
 
@@ -728,7 +687,7 @@ async def test_an_unknown_callback_name_is_refused_at_submit(make_poller: Poller
         assert await poller.list_polls() == []
 
 
-@engine_only
+@sqlite_only
 async def test_an_unknown_poll_function_is_refused_at_submit(make_poller: PollerFactory) -> None:
     poller = make_poller()
 
@@ -768,7 +727,7 @@ async def test_a_poll_of_an_unregistered_function_waits_for_a_process_that_regis
     # An older deploy: it does not know the function.
     older = make_poller(unknown_function_retry_seconds=0.05)
     async with older:
-        seen = await wait_until(older, poll.id, lambda p: p.error is not None)
+        seen = await poll_until(older, poll.id, lambda p: p.error is not None)
         await anyio.sleep(QUIET)  # several more looks at it
         still = await older.get_poll(poll.id)
         listed = [p.id for p in await older.list_polls()]
@@ -792,7 +751,7 @@ async def test_a_poll_of_an_unregistered_function_waits_for_a_process_that_regis
 # -- limits and executors ----------------------------------------------------------------
 
 
-@engine_only
+@sqlite_only
 @pytest.mark.parametrize("function_kind", ["sync", "async"])
 async def test_max_concurrency_limits_concurrent_attempts_of_a_function(
     make_poller: PollerFactory, function_kind: str
@@ -842,7 +801,7 @@ async def test_max_concurrency_limits_concurrent_attempts_of_a_function(
     assert peak == 2
 
 
-@engine_only
+@sqlite_only
 @pytest.mark.processes
 async def test_a_process_executor_runs_the_function_in_another_process(
     make_poller: PollerFactory,
@@ -858,7 +817,7 @@ async def test_a_process_executor_runs_the_function_in_another_process(
     assert final.result["pid"] != os.getpid()
 
 
-@engine_only
+@sqlite_only
 @pytest.mark.parametrize("function_kind", ["sync", "async"])
 async def test_an_attempt_running_past_the_attempt_timeout_is_an_error(
     make_poller: PollerFactory, function_kind: str
@@ -927,7 +886,7 @@ async def test_shutdown_leaves_a_hanging_attempt_after_the_grace_period_for_the_
             stopped_after = time.monotonic() - stopping
         assert not release.is_set()
         # The hanging attempt is left behind, not waited for (the margin covers handing
-        # the lease back and closing the pools, never the 10 s the attempt would take).
+        # the lease back and closing the pools, never the `WAIT` the attempt would take).
         assert stopped_after < grace + 3.0
 
         second = make_poller()
@@ -951,7 +910,7 @@ async def test_a_restart_resumes_pending_polls(make_poller: PollerFactory) -> No
 
     async with first:
         polls = [await first.start_poll("steps", {"order": n}, interval=0.01) for n in range(3)]
-        before = [await wait_until(first, p.id, lambda p: p.attempts >= 2) for p in polls]
+        before = [await poll_until(first, p.id, lambda p: p.attempts >= 2) for p in polls]
 
     second = make_poller()
 
@@ -1013,7 +972,7 @@ async def test_only_polls_due_before_the_next_idle_look_wake_the_other_processes
     assert sorted(submitted) == sorted(poll.id for poll in polls)
 
 
-@engine_only
+@sqlite_only
 async def test_a_def_call_that_timed_out_waiting_for_a_thread_never_runs_later(
     make_poller: PollerFactory,
 ) -> None:

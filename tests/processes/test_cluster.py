@@ -23,6 +23,7 @@ import httpx2
 import pytest
 import sqlalchemy as sa
 
+from tests.helpers import START_TIMEOUT, report, wait_until
 from tests.support.cluster_audit import (
     PREFIX,
     RESUME_BOUND,
@@ -42,7 +43,6 @@ from tests.support.cluster_audit import (
 )
 from tests.support.cluster_support import (
     HEADERS,
-    START_TIMEOUT,
     AppInstance,
     PostgresServer,
     Service,
@@ -50,7 +50,6 @@ from tests.support.cluster_support import (
     error_body,
     postgres_server,
     sigkill,
-    wait_for,
 )
 
 pytestmark = [pytest.mark.processes, pytest.mark.cluster]
@@ -75,11 +74,6 @@ SETTINGS: dict[str, object] = {
     "attempt_history": "all",
     "thread_pool_size": 16,
 }
-
-
-def report(message: str) -> None:
-    """Show a measurement in the test output (`pytest -s` or `-rP`); nothing asserts on it."""
-    print(message)  # noqa: T201
 
 
 @pytest.fixture
@@ -213,7 +207,7 @@ def test_two_instances_with_killed_workers_and_a_database_restart_run_everything
         b = start_app("B", workers=1, database_url=url)
         for instance in (a, b):
             instance.wait_workers(timeout=START_TIMEOUT)
-            wait_for(
+            wait_until(
                 lambda i=instance: i.request("GET", "/health").status_code == 200,  # type: ignore[misc]
                 timeout=START_TIMEOUT,
                 what=f"{instance.name} healthy",
@@ -274,7 +268,7 @@ def test_two_instances_with_killed_workers_and_a_database_restart_run_everything
         back, back_monotonic = datetime.now(UTC), time.monotonic()
         outage = Outage(down, back)
         api_resume = (
-            wait_for(
+            wait_until(
                 lambda: all(i.request("GET", "/polls").status_code == 200 for i in (a, b)),
                 timeout=WORK_TIMEOUT,
                 what="the API answers again",
@@ -284,7 +278,9 @@ def test_two_instances_with_killed_workers_and_a_database_restart_run_everything
         claimed_since = (
             f"SELECT 1 FROM {PREFIX}audit_claims WHERE at > '{back.replace(tzinfo=None)}'"
         )
-        wait_for(lambda: bool(rows(engine, claimed_since)), timeout=WORK_TIMEOUT, what="work again")
+        wait_until(
+            lambda: bool(rows(engine, claimed_since)), timeout=WORK_TIMEOUT, what="work again"
+        )
         submitter.hold.clear()
         respawned = set(a.wait_workers(timeout=START_TIMEOUT)) - before_outage
         assert len(respawned) == 1, respawned
@@ -304,14 +300,14 @@ def test_two_instances_with_killed_workers_and_a_database_restart_run_everything
             f"SELECT count(*) FROM {PREFIX}polls "
             "WHERE state NOT IN ('pending', 'running') AND NOT callbacks_pending"
         )
-        wait_for(
+        wait_until(
             lambda: rows(engine, finished)[0][0] == POLLS + len(slow),
             timeout=WORK_TIMEOUT,
             what="every poll ended and its callbacks delivered",
         )
         for job_id in JOBS:
             assert b.request("DELETE", f"/jobs/{job_id}").status_code == 204
-        wait_for(
+        wait_until(
             lambda: not rows(engine, f"SELECT 1 FROM {PREFIX}job_runs WHERE state = 'running'"),
             timeout=WORK_TIMEOUT,
             what="the last job runs ended",
@@ -419,13 +415,13 @@ def test_workers_starting_together_on_an_empty_database_create_the_schema_once(
                     instance.check_alive()
                 return int(gate.exec_driver_sql(waiting).scalar_one()) >= 5
 
-            wait_for(all_waiting, timeout=START_TIMEOUT, what="five processes creating tables")
+            wait_until(all_waiting, timeout=START_TIMEOUT, what="five processes creating tables")
             gate.commit()
     finally:
         engine.dispose()
     for instance in apps:
         instance.wait_workers(timeout=START_TIMEOUT)
-        wait_for(
+        wait_until(
             lambda i=instance: i.request("GET", "/health").status_code == 200,  # type: ignore[misc]
             timeout=START_TIMEOUT,
             what=f"{instance.name} healthy",
@@ -471,12 +467,12 @@ def test_workers_started_while_the_database_is_down_serve_degraded_and_recover(
             healthy_workers.add(health.json()["worker_id"])
         return healthy_workers == set(workers.values())
 
-    healthy = wait_for(every_worker_healthy, timeout=WORK_TIMEOUT, what="healthy again")
+    healthy = wait_until(every_worker_healthy, timeout=WORK_TIMEOUT, what="healthy again")
     report(f"healthy {healthy - back:.3f} s after the database came back")
     assert schema_versions(url) == [1]
     bodies = [poll_request(f"late{n:03d}", callbacks=False) for n in range(100)]
     submit_all(a, bodies)
-    wait_for(lambda: count_finished(url) == len(bodies), timeout=WORK_TIMEOUT, what="polls done")
+    wait_until(lambda: count_finished(url) == len(bodies), timeout=WORK_TIMEOUT, what="polls done")
     # Both workers recovered: both made calls.
     per_worker = Counter(call.worker for call in service.calls("poll"))
     assert set(per_worker) == set(workers.values()), per_worker
@@ -492,7 +488,7 @@ def test_two_workers_on_one_sqlite_file_run_every_attempt_exactly_once(
     workers = a.wait_workers(timeout=START_TIMEOUT)
     bodies = [poll_request(f"q{n:03d}", callbacks=False) for n in range(100)]
     submit_all(a, bodies)
-    wait_for(lambda: count_finished(url) == len(bodies), timeout=WORK_TIMEOUT, what="polls done")
+    wait_until(lambda: count_finished(url) == len(bodies), timeout=WORK_TIMEOUT, what="polls done")
     a.stop()
     assert not a.log_lines("ERROR", "Traceback"), a.log()
 

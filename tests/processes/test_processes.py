@@ -28,17 +28,13 @@ import pytest
 import sqlalchemy as sa
 
 from fastapi_jobpoller._storage.tables import Tables
+from tests.helpers import START_TIMEOUT, STOP_TIMEOUT, WORK_TIMEOUT, report, wait_for_workers
 from tests.support import process_worker
 from tests.support.process_worker import LEDGER_SUFFIX, ledger_table
 
 pytestmark = [pytest.mark.processes, pytest.mark.postgresql]
 
 WORKER_SCRIPT = Path(process_worker.__file__)
-# Starting a worker imports SQLAlchemy, pydantic and APScheduler: about a second here,
-# much more on a loaded CI machine. Bounds are generous; no test asserts speed.
-START_TIMEOUT = 60.0
-STOP_TIMEOUT = 20.0
-WORK_TIMEOUT = 60.0
 # Worker settings, all passed as JOBPOLLER_* environment variables.
 BASE_SETTINGS = {
     "idle_wait_seconds": 0.05,
@@ -248,26 +244,6 @@ def start_workers(shared_database: SharedDatabase, tmp_path: Path) -> Iterator[S
             worker.close()
 
 
-def wait_until(
-    condition: Callable[[], bool], *, timeout: float, workers: list[Worker], what: str
-) -> None:
-    """Poll `condition` until it holds; fail if it does not in time or a worker dies."""
-    give_up_at = time.monotonic() + timeout
-    while not condition():
-        for worker in workers:
-            worker.check_alive()
-        if time.monotonic() > give_up_at:
-            pytest.fail(
-                f"{what}: not reached in {timeout} s\n" + "\n".join(w.log() for w in workers)
-            )
-        time.sleep(0.05)
-
-
-def report(message: str) -> None:
-    """Show a measurement in the test output (`pytest -s` or `-rP`); nothing asserts on it."""
-    print(message)  # noqa: T201
-
-
 def test_two_processes_run_each_attempt_of_every_poll_exactly_once(
     shared_database: SharedDatabase, start_workers: StartWorkers
 ) -> None:
@@ -284,7 +260,7 @@ def test_two_processes_run_each_attempt_of_every_poll_exactly_once(
         }
     )
     a.expect("SUBMITTED", timeout=WORK_TIMEOUT)
-    wait_until(
+    wait_for_workers(
         lambda: shared_database.count_polls(finished=True) == polls_count,
         timeout=WORK_TIMEOUT,
         workers=[a, b],
@@ -330,7 +306,7 @@ def test_another_process_reruns_exactly_the_attempts_a_killed_process_had_in_fli
             }
         )
         a.expect("SUBMITTED", timeout=WORK_TIMEOUT)
-    wait_until(
+    wait_for_workers(
         lambda: (
             len(shared_database.ledger_rows("start")) == quick_count + stuck_count
             and shared_database.count_polls(finished=True) == quick_count
@@ -359,7 +335,7 @@ def test_another_process_reruns_exactly_the_attempts_a_killed_process_had_in_fli
         # A renewed its leases while alive: the last one runs past the first.
         assert leases[key].lease_expires_at > first_start + timedelta(seconds=lease_seconds)
 
-    wait_until(
+    wait_for_workers(
         lambda: shared_database.count_polls(finished=True) == quick_count + stuck_count,
         timeout=lease_seconds + WORK_TIMEOUT,
         workers=[b],

@@ -21,7 +21,6 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from fastapi_jobpoller import (
-    DateTrigger,
     Done,
     Event,
     EventType,
@@ -29,7 +28,6 @@ from fastapi_jobpoller import (
     JobPoller,
     JobRunState,
     Pending,
-    PollInfo,
     PollNotFoundError,
     mount_scheduler,
 )
@@ -37,32 +35,12 @@ from fastapi_jobpoller._storage.database import Database
 from fastapi_jobpoller._storage.history_store import HistoryStore, PruneReport, Retention
 from fastapi_jobpoller._storage.job_store import JobStore
 from tests.conftest import PollerFactory
+from tests.helpers import FAR_FUTURE, WAIT, ended, runs_finished, sqlite_only
 
 pytestmark = pytest.mark.anyio
 
-WAIT = 10.0
-FAR_FUTURE = DateTrigger(run_date="2100-01-01T00:00:00+00:00")
-sqlite_only = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 API_KEY = "history-tests-admin-key-01"
 READ_KEY = "history-tests-read-key-002"
-
-
-async def ended(poller: JobPoller, poll_id: str) -> PollInfo:
-    with anyio.fail_after(WAIT):
-        while True:
-            poll = await poller.get_poll(poll_id)
-            if poll.is_terminal and not poll.callbacks_pending:
-                return poll
-            await anyio.sleep(0.01)
-
-
-async def runs_finished(poller: JobPoller, job_id: str, count: int) -> None:
-    with anyio.fail_after(WAIT):
-        while True:
-            runs = await poller.list_job_runs(job_id=job_id, limit=1000)
-            if sum(r.finished_at is not None for r in runs) >= count:
-                return
-            await anyio.sleep(0.01)
 
 
 # -- job run records -----------------------------------------------------------------------

@@ -8,12 +8,11 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,33 +23,14 @@ import httpx2
 import pytest
 import sqlalchemy as sa
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers import REPOSITORY, STOP_TIMEOUT, free_port, wait_until
+
 SERVICE_SCRIPT = Path(__file__).with_name("cluster_service.py")
 APP = "tests.support.cluster_app:app"
 API_KEY = "cluster-test-admin-key-0001"
 HEADERS = {"X-API-Key": API_KEY}
-# Bounds of the waits. Starting an app process imports FastAPI, SQLAlchemy and pydantic:
-# a second or two here, more on a loaded machine. No test asserts speed with these.
-START_TIMEOUT = 60.0
-STOP_TIMEOUT = 30.0
+# Bound of the PostgreSQL commands (initdb, pg_ctl); no test asserts speed with it.
 COMMAND_TIMEOUT = 60.0
-
-
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def wait_for(condition: Callable[[], bool], *, timeout: float, what: str) -> float:
-    """Check `condition` every 20 ms until it holds; return when (monotonic), or fail."""
-    give_up_at = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > give_up_at:
-            pytest.fail(f"{what}: not reached in {timeout} s")
-        time.sleep(0.02)
-    return time.monotonic()
 
 
 def utc(timestamp: float) -> datetime:
@@ -270,7 +250,7 @@ def app_environment(settings: dict[str, object], service_url: str) -> dict[str, 
     env.update({f"JOBPOLLER_{k.upper()}": str(v) for k, v in settings.items()})
     env["JOBPOLLER_API_KEY"] = API_KEY
     env["CLUSTER_SERVICE_URL"] = service_url
-    env["PYTHONPATH"] = str(ROOT)
+    env["PYTHONPATH"] = str(REPOSITORY)
     return env
 
 
@@ -291,7 +271,7 @@ class AppInstance:
         command += ["--port", str(self.port), "--workers", str(workers), "--log-level", "warning"]
         self.process = subprocess.Popen(
             command,
-            cwd=ROOT,
+            cwd=REPOSITORY,
             env=env,
             stdout=self._log,
             stderr=self._log,
@@ -389,7 +369,7 @@ class AppInstance:
 def sigkill(pid: int) -> None:
     """SIGKILL a process and wait until it is gone (its parent may reap it later)."""
     os.kill(pid, signal.SIGKILL)
-    wait_for(lambda: not pid_alive(pid), timeout=STOP_TIMEOUT, what=f"pid {pid} gone")
+    wait_until(lambda: not pid_alive(pid), timeout=STOP_TIMEOUT, what=f"pid {pid} gone")
 
 
 def error_body(response: httpx2.Response) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Helpers for the tests of examples/*.py: import an example afresh, with its settings.
+"""Helpers for tests/examples/: import an example (examples/*.py) afresh, with its settings.
 
 An example builds its `JobPoller` at import, reading the `JOBPOLLER_*` variables then,
 so each test sets the environment first and imports the file as a new module.
@@ -8,15 +8,15 @@ import importlib.util
 import time
 import uuid
 from collections.abc import Callable
-from pathlib import Path
 from types import ModuleType
 from typing import TypeVar
 
 import pytest
 
 from fastapi_jobpoller import JobPoller, JobPollerSettings
+from tests.helpers import REPOSITORY
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+EXAMPLES = REPOSITORY / "examples"
 ADMIN_KEY = "examples-admin-key-0123456789"
 ADMIN = {"X-API-Key": ADMIN_KEY}
 # Generous bound for waits on work that takes a fraction of a second; never a speed check.
@@ -35,6 +35,12 @@ def load_example(name: str) -> ModuleType:
     return module
 
 
+def clear_settings_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Remove every JOBPOLLER_* setting a developer's shell may hold."""
+    for name in JobPollerSettings.model_fields:
+        monkeypatch.delenv(f"JOBPOLLER_{name.upper()}", raising=False)
+
+
 def set_example_environment(
     monkeypatch: pytest.MonkeyPatch,
     database_url: str,
@@ -46,8 +52,7 @@ def set_example_environment(
     Every `JOBPOLLER_*` variable a developer's shell may hold is removed first; a setting
     given as None stays unset.
     """
-    for name in JobPollerSettings.model_fields:
-        monkeypatch.delenv(f"JOBPOLLER_{name.upper()}", raising=False)
+    clear_settings_environment(monkeypatch)
     values = {
         "database_url": database_url,
         "table_prefix": table_prefix,
