@@ -6,19 +6,40 @@ bounded time, so a bug fails a test and never hangs it.
 """
 
 import asyncio
+import dataclasses
+import logging
 import socket
 import subprocess
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
-from typing import Protocol
+from queue import Queue
+from typing import Any, Protocol
 
 import anyio
 import anyio.to_thread
 import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
 
-from fastapi_jobpoller import DateTrigger, JobPoller, JobRunInfo, JobRunState, PollInfo
+from fastapi_jobpoller import (
+    DateTrigger,
+    Done,
+    Event,
+    EventType,
+    Failed,
+    JobPoller,
+    JobRunInfo,
+    JobRunState,
+    Pending,
+    PollInfo,
+    mount_scheduler,
+)
+from tests.conftest import FAST_SETTINGS, PollerFactory
 
 # The repository: the folder that holds src/, tests/, docs/ and examples/.
 REPOSITORY = Path(__file__).resolve().parent.parent
@@ -170,3 +191,204 @@ def wait_for_workers(
                 f"{what}: not reached in {timeout} s\n" + "\n".join(w.log() for w in workers)
             )
         time.sleep(0.05)
+
+
+# -- events (tests/events/) ------------------------------------------------------------
+
+LOGGER = "fastapi_jobpoller"
+EVENT_OF_RUN_STATE = {
+    JobRunState.SUCCEEDED: EventType.JOB_EXECUTED,
+    JobRunState.FAILED: EventType.JOB_ERROR,
+    JobRunState.MISSED: EventType.JOB_MISSED,
+    JobRunState.SKIPPED: EventType.JOB_MAX_INSTANCES,
+}
+
+
+class Recorder:
+    """A sync listener that keeps every event it gets (it runs on a thread)."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self.thread_ids: set[int] = set()
+
+    def __call__(self, event: Event) -> None:
+        self.thread_ids.add(threading.get_ident())
+        self.events.append(event)
+
+    def of(self, *types: EventType) -> list[Event]:
+        return [e for e in self.events if e.type in types]
+
+    def types(self) -> Counter[EventType]:
+        return Counter(e.type for e in self.events)
+
+
+def build(make_poller: PollerFactory, **settings: Any) -> JobPoller:
+    """A poller with the functions the event tests use."""
+    poller = make_poller(callback_retry_seconds=0.05, **settings)
+    calls: Counter[str] = Counter()
+    deliveries: Counter[str] = Counter()
+
+    @poller.poll_function()
+    def steps(key: str, finish_after: int) -> Pending | Done:
+        calls[key] += 1
+        if calls[key] < finish_after:
+            return Pending(progress=calls[key])
+        return Done(result={"calls": calls[key]})
+
+    @poller.poll_function()
+    async def gives_up(reason: str) -> Failed:
+        return Failed(reason=reason, result={"why": reason})
+
+    @poller.poll_function()
+    def raises(key: str, times: int) -> Done:
+        calls[key] += 1
+        if calls[key] <= times:
+            raise ValueError(f"boom {calls[key]}")
+        return Done(result=calls[key])
+
+    @poller.poll_function()
+    async def forever() -> Pending:
+        return Pending(progress="still going")
+
+    @poller.callback()
+    def flaky(poll: PollInfo) -> None:
+        deliveries[poll.id] += 1
+        if deliveries[poll.id] == 1:
+            raise RuntimeError(f"first delivery for {poll.id}")
+
+    @poller.job_function()
+    def noop() -> str:
+        return "ok"
+
+    @poller.job_function()
+    def every_other(key: str) -> int:
+        calls[key] += 1
+        if calls[key] % 2 == 0:
+            raise ValueError(f"even call {calls[key]}")
+        return calls[key]
+
+    @poller.job_function()
+    async def slow(seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+    return poller
+
+
+def library_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == LOGGER or r.name.startswith(LOGGER + ".")]
+
+
+def field(record: logging.LogRecord, name: str) -> Any:
+    return record.__dict__.get(name)
+
+
+# -- the management API (tests/http/) --------------------------------------------------
+
+API_KEY = "router-tests-admin-key-0001"
+HEADERS = {"X-API-Key": API_KEY}
+# Small limits, so that the tests can cross them cheaply.
+MAX_PAGE_SIZE = 5
+MAX_WAIT_SECONDS = 2.0
+MAX_ARGUMENTS_BYTES = 1024
+FAR_FUTURE_ISO = "2100-01-01T00:00:00Z"
+
+
+@dataclass
+class Service:
+    """What the registered functions saw."""
+
+    attempts: Counter[str] = dataclasses.field(default_factory=Counter)
+    job_runs: "Queue[str]" = dataclasses.field(default_factory=Queue)
+    finished: list[str] = dataclasses.field(default_factory=list)
+
+
+@dataclass
+class Api:
+    client: TestClient
+    poller: JobPoller
+    service: Service
+
+
+def build_app(database_url: str, table_prefix: str, service: Service) -> tuple[FastAPI, JobPoller]:
+    poller = JobPoller(
+        **{
+            **FAST_SETTINGS,
+            "database_url": database_url,
+            "table_prefix": table_prefix,
+            "api_key": API_KEY,
+            "max_page_size": MAX_PAGE_SIZE,
+            "max_wait_seconds": MAX_WAIT_SECONDS,
+            "max_arguments_bytes": MAX_ARGUMENTS_BYTES,
+        }
+    )
+
+    @poller.poll_function()
+    def finish_after(ticket: str, attempts: int = 2) -> Pending | Done:
+        service.attempts[ticket] += 1
+        seen = service.attempts[ticket]
+        if seen >= attempts:
+            return Done({"ticket": ticket, "attempts": seen})
+        return Pending(progress=seen)
+
+    @poller.poll_function()
+    def never_finishes(ticket: str) -> Pending:
+        return Pending(progress="still waiting")
+
+    @poller.poll_function()
+    def reports_the_unstorable(kind: str) -> Pending | Done:
+        values = {"nan": float("nan"), "infinity": float("inf"), "surrogate": "\ud800"}
+        return Pending(progress=values[kind]) if kind == "infinity" else Done(values[kind])
+
+    @poller.job_function()
+    def record(label: str = "tick") -> str:
+        service.job_runs.put(label)
+        return label
+
+    @poller.job_function()
+    def cleanup() -> None:
+        return None
+
+    @poller.callback()
+    def note_finished(poll: PollInfo) -> None:
+        service.finished.append(poll.id)
+
+    app = FastAPI()
+    mount_scheduler(app, poller)
+    return app, poller
+
+
+def assert_error(response: Any, status: int, code: str) -> dict[str, Any]:
+    """Check an error answer's status and stable code; return its body."""
+    assert response.status_code == status, response.text
+    body: dict[str, Any] = response.json()
+    assert body["code"] == code, body
+    assert isinstance(body["detail"], str) and body["detail"]
+    return body
+
+
+def start_poll(api: Api, **body: Any) -> dict[str, Any]:
+    response = api.client.post("/jobpoller/polls", json=body)
+    assert response.status_code == 201, response.text
+    created: dict[str, Any] = response.json()
+    return created
+
+
+def wait_until_ended(api: Api, poll_id: str) -> dict[str, Any]:
+    response = api.client.get(
+        f"/jobpoller/polls/{poll_id}/wait", params={"timeout": MAX_WAIT_SECONDS}
+    )
+    assert response.status_code == 200, response.text
+    poll: dict[str, Any] = response.json()
+    assert poll["state"] in ("succeeded", "failed", "timed_out", "cancelled"), poll
+    return poll
+
+
+def add_job(api: Api, **body: Any) -> dict[str, Any]:
+    response = api.client.post("/jobpoller/jobs", json=body)
+    assert response.status_code == 201, response.text
+    created: dict[str, Any] = response.json()
+    return created
+
+
+def parse_time(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))

@@ -1,4 +1,4 @@
-"""A worker process for the multi-process test of tests/events/test_poll_events.py.
+"""A worker process for tests/processes/test_events_across_processes.py (a program).
 
 Run it from the repository root as `python -m tests.support.event_worker --events TABLE
 --calls TABLE`. Every setting comes from `JOBPOLLER_*` environment variables. Like
