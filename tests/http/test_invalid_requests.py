@@ -1,9 +1,5 @@
 """The management API over HTTP: every invalid request gets a 4xx with a stable code,
-never a 500.
-
-The `api` fixtures (tests/http/conftest.py) serve it on SQLite; `any_db_api` on every
-database, for what differs per database.
-"""
+never a 500."""
 
 from typing import Any
 

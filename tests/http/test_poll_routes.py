@@ -1,8 +1,4 @@
-"""The management API over HTTP: the poll routes, their success codes and error bodies.
-
-The `api` fixtures (tests/http/conftest.py) serve it on SQLite; `any_db_api` on every
-database, for what differs per database.
-"""
+"""The management API over HTTP: the poll routes, their success codes and error bodies."""
 
 import time
 from typing import Any
