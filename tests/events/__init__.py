@@ -1,0 +1,1 @@
+"""Engine events, their logging, listeners, and the Prometheus metrics fed by them."""

@@ -1,0 +1,1 @@
+"""The package as shipped: sdist, wheel, installed copy, and settings from the environment."""

@@ -1,0 +1,1 @@
+"""Real processes: workers and uvicorn app instances sharing one database."""

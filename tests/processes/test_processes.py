@@ -1,0 +1,429 @@
+"""Real worker processes sharing one PostgreSQL database: every attempt runs once.
+
+Each test starts `tests/support/process_worker.py` as separate OS processes (configured
+only by `JOBPOLLER_*` environment variables) and checks two records against each other:
+the library's own tables, and a ledger table that the called functions write themselves
+on a connection of their own. Threads in one process could not show this: locks, leases and
+crashes are about processes.
+"""
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from itertools import pairwise
+from pathlib import Path
+from typing import IO, Any
+
+import pytest
+import sqlalchemy as sa
+
+from fastapi_jobpoller._storage.tables import Tables
+from tests.helpers import START_TIMEOUT, STOP_TIMEOUT, WORK_TIMEOUT, report, wait_for_workers
+from tests.support import process_worker
+from tests.support.process_worker import LEDGER_SUFFIX, ledger_table
+
+pytestmark = [pytest.mark.processes, pytest.mark.postgresql]
+
+WORKER_SCRIPT = Path(process_worker.__file__)
+# Worker settings, all passed as JOBPOLLER_* environment variables.
+BASE_SETTINGS = {
+    "idle_wait_seconds": 0.05,
+    "default_poll_interval": 0.05,
+    "lease_seconds": 5.0,
+    "shutdown_grace_seconds": 5.0,
+    "thread_pool_size": 8,
+}
+
+
+@dataclass
+class SharedDatabase:
+    """One PostgreSQL database, a table prefix of our own, and the ledger beside it."""
+
+    url: str
+    prefix: str
+    engine: sa.Engine
+    tables: Tables
+    ledger: sa.Table
+
+    def rows(self, statement: sa.Select[Any]) -> list[sa.Row[Any]]:
+        with self.engine.connect() as connection:
+            return list(connection.execute(statement).all())
+
+    def ledger_rows(self, kind: str) -> list[sa.Row[Any]]:
+        ledger = self.ledger
+        return self.rows(
+            sa.select(ledger.c.key, ledger.c.pid, ledger.c.seq, ledger.c.at)
+            .where(ledger.c.kind == kind)
+            .order_by(ledger.c.at, ledger.c.id)
+        )
+
+    def polls(self) -> list[sa.Row[Any]]:
+        return self.rows(sa.select(self.tables.polls).order_by(self.tables.polls.c.id))
+
+    def count_polls(self, *, finished: bool) -> int:
+        polls = self.tables.polls
+        query = sa.select(sa.func.count()).select_from(polls)
+        if finished:
+            query = query.where(polls.c.state.not_in(("pending", "running")))
+        with self.engine.connect() as connection:
+            return int(connection.execute(query).scalar_one())
+
+
+@pytest.fixture
+def shared_database(postgresql_url: str) -> Iterator[SharedDatabase]:
+    """A fresh prefix in the PostgreSQL test database; every table dropped afterwards."""
+    prefix = f"proc{uuid.uuid4().hex[:8]}_"
+    engine = sa.create_engine(postgresql_url)
+    metadata = sa.MetaData()
+    ledger = ledger_table(prefix + LEDGER_SUFFIX, metadata)
+    tables = Tables(prefix)
+    try:
+        metadata.create_all(engine)
+        yield SharedDatabase(postgresql_url, prefix, engine, tables, ledger)
+    finally:
+        tables.metadata.drop_all(engine)
+        metadata.drop_all(engine)
+        engine.dispose()
+
+
+class Worker:
+    """One `process_worker.py` process: its stdin takes commands, its stdout answers."""
+
+    def __init__(self, name: str, env: dict[str, str], log_path: Path) -> None:
+        self.name = name
+        self.log_path = log_path
+        self._log: IO[str] = log_path.open("w")
+        self.process = subprocess.Popen(
+            [sys.executable, str(WORKER_SCRIPT)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            env=env,
+            text=True,
+        )
+        self.pid = self.process.pid
+        self.worker_id = ""
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self._lines.put(line.rstrip("\n"))
+        self._lines.put(None)
+
+    def log(self) -> str:
+        """Return the end of the worker's stderr, for failure messages."""
+        self._log.flush()
+        return f"--- stderr of worker {self.name} (pid {self.pid}) ---\n" + "".join(
+            self.log_path.read_text().splitlines(keepends=True)[-40:]
+        )
+
+    def expect(self, prefix: str, *, timeout: float) -> str:
+        """Wait for the next stdout line starting with `prefix` and return it."""
+        give_up_at = time.monotonic() + timeout
+        while True:
+            remaining = give_up_at - time.monotonic()
+            if remaining <= 0:
+                pytest.fail(
+                    f"worker {self.name} did not say {prefix!r} in {timeout} s\n{self.log()}"
+                )
+            try:
+                line = self._lines.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            if line is None:
+                self.process.wait(timeout=STOP_TIMEOUT)
+                pytest.fail(
+                    f"worker {self.name} exited ({self.process.returncode}) "
+                    f"before saying {prefix!r}\n{self.log()}"
+                )
+            if line.startswith(prefix):
+                return line
+
+    def ready(self) -> None:
+        """Wait until the worker's poller runs."""
+        _, pid, self.worker_id = self.expect("READY", timeout=START_TIMEOUT).split()
+        assert int(pid) == self.pid
+
+    def send(self, command: dict[str, Any]) -> None:
+        """Write one command to the worker's stdin."""
+        assert self.process.stdin is not None
+        self.process.stdin.write(json.dumps(command) + "\n")
+        self.process.stdin.flush()
+
+    def check_alive(self) -> None:
+        """Fail the test at once if the worker died."""
+        if self.process.poll() is not None:
+            pytest.fail(f"worker {self.name} died ({self.process.returncode})\n{self.log()}")
+
+    def stop(self) -> None:
+        """Stop the worker with SIGTERM, as a process manager would; check it ended cleanly.
+
+        Cleanly: exit status 0, `STOPPED` said, and no error logged in its whole life.
+        """
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            returncode = self.process.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"worker {self.name} ignored SIGTERM for {STOP_TIMEOUT} s\n{self.log()}")
+        assert returncode == 0, self.log()
+        self.expect("STOPPED", timeout=STOP_TIMEOUT)
+        self._log.flush()
+        errors = [
+            line
+            for line in self.log_path.read_text().splitlines()
+            if line.startswith(("ERROR", "CRITICAL", "Traceback"))
+        ]
+        assert not errors, f"worker {self.name} logged errors\n{self.log()}"
+
+    def kill(self) -> None:
+        """SIGKILL the worker: no shutdown code runs, its leases stay as they were."""
+        self.process.kill()
+        self.process.wait(timeout=STOP_TIMEOUT)
+
+    def close(self) -> None:
+        """Kill the process if it still runs and release its pipes and log file."""
+        try:
+            if self.process.poll() is None:
+                self.process.kill()
+            self.process.wait(timeout=STOP_TIMEOUT)
+        finally:
+            if self.process.stdin is not None:
+                try:
+                    self.process.stdin.close()
+                except BrokenPipeError:
+                    pass
+            self._reader.join(timeout=STOP_TIMEOUT)
+            if self.process.stdout is not None:
+                self.process.stdout.close()
+            self._log.close()
+
+
+StartWorkers = Callable[..., list[Worker]]
+
+
+@pytest.fixture
+def start_workers(shared_database: SharedDatabase, tmp_path: Path) -> Iterator[StartWorkers]:
+    """Start worker processes on the shared database; each one is killed at the end."""
+    started: list[Worker] = []
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("JOBPOLLER_")}
+
+    def start(*names: str, **settings: object) -> list[Worker]:
+        values = {
+            **BASE_SETTINGS,
+            "database_url": shared_database.url,
+            "table_prefix": shared_database.prefix,
+            **settings,
+        }
+        env = {**inherited, **{f"JOBPOLLER_{k.upper()}": str(v) for k, v in values.items()}}
+        workers = []
+        for name in names:
+            worker = Worker(name, env, tmp_path / f"worker-{name}.log")
+            started.append(worker)
+            workers.append(worker)
+        for worker in workers:  # started together, so they boot side by side
+            worker.ready()
+        return workers
+
+    try:
+        yield start
+    finally:
+        for worker in started:
+            worker.close()
+
+
+def test_two_processes_run_each_attempt_of_every_poll_exactly_once(
+    shared_database: SharedDatabase, start_workers: StartWorkers
+) -> None:
+    polls_count, calls_per_poll = 300, 3
+    a, b = start_workers("A", "B")
+    a.send(
+        {
+            "op": "submit",
+            "function": "count_to",
+            "count": polls_count,
+            "id_prefix": "p",
+            "arguments": {"finish_after": calls_per_poll},
+            "options": {"interval": 0.02},
+        }
+    )
+    a.expect("SUBMITTED", timeout=WORK_TIMEOUT)
+    wait_for_workers(
+        lambda: shared_database.count_polls(finished=True) == polls_count,
+        timeout=WORK_TIMEOUT,
+        workers=[a, b],
+        what="every poll finished",
+    )
+    a.stop()
+    b.stop()
+
+    polls = shared_database.polls()
+    calls: dict[str, list[sa.Row[Any]]] = defaultdict(list)
+    for call in shared_database.ledger_rows("call"):
+        calls[call.key].append(call)
+    assert len(polls) == polls_count
+    assert set(calls) == {poll.id for poll in polls}, "a call for a poll that does not exist"
+    for poll in polls:
+        ledger = calls[poll.id]
+        assert poll.state == "succeeded", poll
+        assert len(ledger) == poll.attempts == calls_per_poll, (poll, ledger)
+        # Each attempt counted the calls before it: a doubled call would repeat a number.
+        assert sorted(c.seq for c in ledger) == list(range(1, calls_per_poll + 1)), ledger
+        last = max(ledger, key=lambda c: c.seq)
+        assert poll.result == {"pid": last.pid, "calls": calls_per_poll}
+        assert poll.lease_owner is None and poll.next_poll_at is None
+    per_process = Counter(call.pid for rows in calls.values() for call in rows)
+    report(f"calls per process: A={per_process[a.pid]} B={per_process[b.pid]}")
+    assert set(per_process) == {a.pid, b.pid}, "the work did not spread over both processes"
+
+
+def test_another_process_reruns_exactly_the_attempts_a_killed_process_had_in_flight(
+    shared_database: SharedDatabase, start_workers: StartWorkers
+) -> None:
+    lease_seconds, quick_count, stuck_count = 2.0, 3, 3
+    (a,) = start_workers("A", lease_seconds=lease_seconds)
+    # A alone takes every first attempt: the quick ones end, the others hang until A dies.
+    for id_prefix, count, seconds in (("quick", quick_count, 0), ("stuck", stuck_count, 60)):
+        a.send(
+            {
+                "op": "submit",
+                "function": "slow_first",
+                "count": count,
+                "id_prefix": id_prefix,
+                "arguments": {"first_call_seconds": seconds},
+            }
+        )
+        a.expect("SUBMITTED", timeout=WORK_TIMEOUT)
+    wait_for_workers(
+        lambda: (
+            len(shared_database.ledger_rows("start")) == quick_count + stuck_count
+            and shared_database.count_polls(finished=True) == quick_count
+        ),
+        timeout=WORK_TIMEOUT,
+        workers=[a],
+        what="A started every poll and finished the quick ones",
+    )
+    (b,) = start_workers("B", lease_seconds=lease_seconds)
+    # B runs beside A for longer than a lease: only A's renewals keep B off A's polls.
+    time.sleep(lease_seconds * 1.5)
+    a.check_alive()
+    killed_at = datetime.now().astimezone()
+    a.kill()
+
+    starts_before = shared_database.ledger_rows("start")
+    ends_before = shared_database.ledger_rows("end")
+    in_flight = {s.key for s in starts_before} - {e.key for e in ends_before}
+    leases = {poll.id: poll for poll in shared_database.polls() if poll.lease_owner == a.worker_id}
+    assert {s.pid for s in starts_before} == {a.pid}
+    assert len(starts_before) == quick_count + stuck_count, "a poll ran twice while A lived"
+    assert in_flight == {f"stuck{n:05d}" for n in range(stuck_count)}
+    assert set(leases) == in_flight, "A's leases are not exactly its attempts in flight"
+    for key in in_flight:
+        (first_start,) = (s.at for s in starts_before if s.key == key)
+        # A renewed its leases while alive: the last one runs past the first.
+        assert leases[key].lease_expires_at > first_start + timedelta(seconds=lease_seconds)
+
+    wait_for_workers(
+        lambda: shared_database.count_polls(finished=True) == quick_count + stuck_count,
+        timeout=lease_seconds + WORK_TIMEOUT,
+        workers=[b],
+        what="every poll finished after the kill",
+    )
+    b.stop()
+
+    polls = {poll.id: poll for poll in shared_database.polls()}
+    starts: dict[str, list[sa.Row[Any]]] = defaultdict(list)
+    for start in shared_database.ledger_rows("start"):
+        starts[start.key].append(start)
+    assert len(polls) == quick_count + stuck_count
+    rerun = {key for key, rows in starts.items() if len(rows) > 1}
+    assert rerun == in_flight
+    takeovers = []
+    for key, poll in polls.items():
+        assert poll.state == "succeeded", poll
+        assert len(starts[key]) == poll.attempts, (poll, starts[key])
+        if key not in rerun:
+            assert poll.attempts == 1 and poll.result == {"pid": a.pid, "starts": 1}, poll
+            continue
+        first, second = starts[key]
+        assert (first.pid, second.pid) == (a.pid, b.pid)
+        assert poll.result == {"pid": b.pid, "starts": 2}
+        assert second.at > killed_at
+        takeover = (second.at - leases[key].lease_expires_at).total_seconds()
+        takeovers.append(takeover)
+        assert 0 <= takeover < lease_seconds + 5, f"{key}: taken over {takeover:.3f} s after"
+    report(
+        f"B re-ran the {len(in_flight)} attempts A had in flight, "
+        f"{min(takeovers):.3f}-{max(takeovers):.3f} s after their leases expired"
+    )
+
+
+def test_each_tick_of_an_interval_job_runs_once_across_two_processes(
+    shared_database: SharedDatabase, start_workers: StartWorkers
+) -> None:
+    period, run_for = 0.2, 3.0
+    a, b = start_workers("A", "B")
+    a.send(
+        {
+            "op": "add_job",
+            "function": "tick",
+            "job_id": "every-200ms",
+            "seconds": period,
+            # Late ticks still run, one run each, neither merged, missed nor skipped: so
+            # the runs must form an unbroken series of ticks.
+            "job_options": {"coalesce": False, "misfire_grace_time": 30, "max_instances": 100},
+        }
+    )
+    a.expect("ADDED", timeout=WORK_TIMEOUT)
+    give_up_at = time.monotonic() + run_for
+    while time.monotonic() < give_up_at:
+        a.check_alive()
+        b.check_alive()
+        time.sleep(0.1)
+    a.stop()
+    b.stop()
+
+    jobs, job_runs = shared_database.tables.jobs, shared_database.tables.job_runs
+    (job,) = shared_database.rows(sa.select(jobs))
+    runs = shared_database.rows(sa.select(job_runs).order_by(job_runs.c.scheduled_at))
+    ticks = shared_database.ledger_rows("tick")
+    pids = {a.worker_id: a.pid, b.worker_id: b.pid}
+    step = timedelta(seconds=period)
+    # APScheduler adds the period to float timestamps: allow for microsecond rounding.
+    close = timedelta(milliseconds=1)
+
+    assert len(runs) >= 5, "the job hardly ran"
+    start_date = datetime.fromisoformat(job.trigger["start_date"])
+    assert abs(runs[0].scheduled_at - start_date) < close
+    for earlier, later in pairwise(runs):
+        # Exactly one run per tick: no tick twice, none left out.
+        assert abs(later.scheduled_at - earlier.scheduled_at - step) < close, (earlier, later)
+    assert abs(job.next_run_at - runs[-1].scheduled_at - step) < close
+    assert {run.state for run in runs} == {"succeeded"}, runs
+    assert len(ticks) == len(runs), "ledger calls and runs differ in number"
+    # Pair each call with the run that made it: same process, inside the run's span.
+    # Spans may overlap under load, so each call (in time order) takes the eligible run
+    # that ends first, which finds a pairing whenever one exists.
+    unpaired = list(runs)
+    for call in ticks:
+        eligible = [
+            run
+            for run in unpaired
+            if pids[run.worker] == call.pid and run.started_at <= call.at <= run.finished_at
+        ]
+        assert eligible, f"no run of process {call.pid} spans the call at {call.at}"
+        unpaired.remove(min(eligible, key=lambda run: run.finished_at))
+    per_process = Counter(call.pid for call in ticks)
+    report(f"{len(runs)} ticks: A ran {per_process[a.pid]}, B ran {per_process[b.pid]}")

@@ -1,0 +1,1 @@
+"""What the library stores: its tables and schema, and the run history kept in them."""
