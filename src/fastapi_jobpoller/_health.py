@@ -18,9 +18,17 @@ _FAILED_CYCLES_UNAVAILABLE = 30
 
 
 def assess(
-    dispatcher: Dispatcher | None, *, database_ok: bool, schema_ready: bool, worker_id: str
+    dispatcher: Dispatcher | None,
+    *,
+    database_ok: bool,
+    schema_ready: bool,
+    worker_id: str,
+    quarantined: int | None = None,
 ) -> Health:
-    """Return this process's health from its engine and a fresh database check."""
+    """Return this process's health from its engine and a fresh database check.
+
+    `quarantined`: rows set aside, just counted; None to use the engine's last re-check.
+    """
     engine_alive = dispatcher is not None and dispatcher.alive
     down: list[str] = []
     if not engine_alive:
@@ -39,6 +47,8 @@ def assess(
             problems=down,
         )
     cycles, threads, upkeep = dispatcher.cycles, dispatcher.threads, dispatcher.upkeep.report
+    if quarantined is None:
+        quarantined = upkeep.quarantined
     warnings: list[str] = []
     if cycles.failed_cycles >= _FAILED_CYCLES_UNAVAILABLE:
         down.append(
@@ -52,8 +62,8 @@ def assess(
         warnings.append(f"{threads.stuck} def calls are stuck past attempt_timeout")
     if threads.waiting and threads.busy >= threads.size:
         warnings.append(f"every thread is busy and {threads.waiting} calls wait for one")
-    if upkeep.quarantined:
-        warnings.append(f"{upkeep.quarantined} rows are set aside (see /quarantine)")
+    if quarantined:
+        warnings.append(f"{quarantined} rows are set aside (see /quarantine)")
     if upkeep.unclaimed_jobs:
         warnings.append(
             f"{len(upkeep.unclaimed_jobs)} jobs are overdue: no running process registers "
@@ -70,7 +80,7 @@ def assess(
         threads_busy=threads.busy,
         threads_stuck=threads.stuck,
         threads_waiting=threads.waiting,
-        quarantined=upkeep.quarantined,
+        quarantined=quarantined,
         unclaimed_jobs=len(upkeep.unclaimed_jobs),
         problems=down + warnings,
     )

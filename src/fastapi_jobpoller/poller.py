@@ -161,12 +161,14 @@ class JobPoller(PollMethods, JobMethods):
         `status` is `ok` when all is well, `degraded` when the engine works but something
         needs a look, `unavailable` when it cannot make progress; `problems` says why.
         """
-        database = self._database
+        database, quarantined = self._database, None
         database_ok = False
         if database is not None:
             try:
                 with anyio.fail_after(_HEALTH_QUERY_SECONDS):
-                    await anyio.to_thread.run_sync(database.ping, abandon_on_cancel=True)
+                    quarantined = await anyio.to_thread.run_sync(
+                        self._probe, database, abandon_on_cancel=True
+                    )
                 database_ok = True
             except (DatabaseUnavailableError, TimeoutError):
                 database_ok = False
@@ -175,7 +177,15 @@ class JobPoller(PollMethods, JobMethods):
             database_ok=database_ok,
             schema_ready=self._schema_ready,
             worker_id=self.worker_id,
+            quarantined=quarantined,
         )
+
+    def _probe(self, database: Database) -> int | None:
+        """Query the database: how many rows are set aside (None before the tables are)."""
+        if not self._schema_ready:
+            database.ping()
+            return None
+        return sum(self._quarantine.count().values())
 
     async def list_quarantined(
         self, *, kind: Literal["poll", "job"] | None = None, limit: int = 100, offset: int = 0

@@ -1,5 +1,4 @@
-"""Shutdown and restart: hanging attempts, resumed polls, waking the other processes,
-thread calls that timed out waiting.
+"""Shutdown and restart: hanging attempts, resumed polls, waking the other processes.
 
 Tests marked `sqlite_only` run on SQLite alone (see tests/polls/__init__.py).
 """
@@ -13,7 +12,7 @@ import sqlalchemy as sa
 
 from fastapi_jobpoller import Done, Event, JobPoller, Pending, PollState
 from tests.conftest import PollerFactory
-from tests.helpers import QUIET, WAIT, ended, poll_until, sqlite_only, wait_thread_event
+from tests.helpers import QUIET, WAIT, ended, poll_until, wait_thread_event
 
 pytestmark = pytest.mark.anyio
 
@@ -136,37 +135,3 @@ async def test_only_polls_due_before_the_next_idle_look_wake_the_other_processes
             await wait_thread_event(all_submitted)
     assert payloads == ["polls", "polls"]
     assert sorted(submitted) == sorted(poll.id for poll in polls)
-
-
-@sqlite_only
-async def test_a_def_call_that_timed_out_waiting_for_a_thread_never_runs_later(
-    make_poller: PollerFactory,
-) -> None:
-    poller = make_poller(thread_pool_size=1, attempt_timeout=0.2)
-    blocking, release = threading.Event(), threading.Event()
-    queued_calls: list[int] = []
-
-    @poller.poll_function("blocker")
-    def blocker() -> Done:
-        blocking.set()
-        release.wait(WAIT)
-        return Done()
-
-    @poller.poll_function("queued")
-    def queued() -> Done:
-        queued_calls.append(1)
-        return Done()
-
-    try:
-        async with poller:
-            await poller.start_poll("blocker", max_errors=0)
-            await wait_thread_event(blocking)  # the only thread is now taken
-            poll = await poller.start_poll("queued", max_errors=0)
-            final = await ended(poller, poll.id)
-            release.set()
-            await anyio.sleep(QUIET)  # the thread is free again: it must skip the call
-    finally:
-        release.set()
-    assert final.state is PollState.FAILED
-    assert final.error is not None and "timed out" in final.error
-    assert queued_calls == []

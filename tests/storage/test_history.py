@@ -33,7 +33,7 @@ from fastapi_jobpoller import (
 )
 from fastapi_jobpoller._storage.database import Database
 from fastapi_jobpoller._storage.history_store import HistoryStore, PruneReport, Retention
-from fastapi_jobpoller._storage.job_store import JobStore
+from fastapi_jobpoller._storage.run_store import RunStore
 from tests.conftest import PollerFactory
 from tests.helpers import FAR_FUTURE, WAIT, ended, runs_finished, sqlite_only
 
@@ -102,7 +102,7 @@ async def test_a_late_outcome_from_a_lost_lease_neither_duplicates_nor_overwrite
     poller.add_listener(reported.append, EventType.JOB_EXECUTED, EventType.JOB_ERROR)
     database = Database(database_url, table_prefix=table_prefix)
     runs = database.tables.job_runs
-    other = JobStore(database, default_zone="UTC")
+    other = RunStore(database, default_zone="UTC")
     try:
         async with poller:
             await poller.add_job("blocks", FAR_FUTURE, job_id="j")

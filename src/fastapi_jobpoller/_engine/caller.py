@@ -91,6 +91,12 @@ class FunctionCaller:
         """
         # Without max_concurrency, the engine's own bound (async_concurrency tasks in
         # flight, one call each) is the limit: no semaphore to pass per call.
+        if function.executor == "thread" and not function.is_async:
+            semaphore = None
+            if function.max_concurrency is not None:
+                semaphore = self._semaphore(function)
+                await semaphore.acquire()
+            return await self._call_on_thread(function, args, kwargs, semaphore)
         if function.max_concurrency is None:
             return await self._call(function, args, kwargs)
         async with self._semaphore(function):
@@ -99,8 +105,6 @@ class FunctionCaller:
     async def _call(
         self, function: RegisteredFunction, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        if function.executor == "thread" and not function.is_async:
-            return await self._call_on_thread(function, args, kwargs)
         # asyncio.timeout, not wait_for: an `async def` runs in this task instead of a new
         # one.
         async with asyncio.timeout(self._settings.attempt_timeout):
@@ -111,7 +115,11 @@ class FunctionCaller:
             return await loop.run_in_executor(self._process_pool(), call)
 
     async def _call_on_thread(
-        self, function: RegisteredFunction, args: tuple[Any, ...], kwargs: dict[str, Any]
+        self,
+        function: RegisteredFunction,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        semaphore: asyncio.Semaphore | None,
     ) -> Any:
         """Run a `def` function on the thread pool, bounded by the attempt timeout.
 
@@ -124,12 +132,20 @@ class FunctionCaller:
         """
         loop = asyncio.get_running_loop()
         self._loop = loop
-        await self.slots.acquire(self._settings.attempt_timeout)
+        try:
+            await self.slots.acquire(self._settings.attempt_timeout)
+        except BaseException:
+            _release(semaphore)
+            raise
         call = ThreadCall(function.func, args, kwargs, self._returned_from_thread)
+        # A stuck call keeps its function's max_concurrency place until it returns: one
+        # hanging service cannot take more threads than its limit.
+        call.semaphore = semaphore
         try:
             future = self._threads.submit_to_loop(loop, call)
         except BaseException:
             self.slots.release()
+            _release(semaphore)
             raise
         deadline = loop.time() + self._settings.attempt_timeout
         step = math.ceil(deadline / self._deadline_step)
@@ -146,9 +162,11 @@ class FunctionCaller:
                 self._on_stuck(function.name, self.slots.stuck)
             else:
                 self.slots.release()
+                _release(semaphore)
             raise
         else:
             self.slots.release()
+            _release(semaphore)
             return result
         finally:
             group.discard(future)
@@ -158,7 +176,11 @@ class FunctionCaller:
         loop = self._loop
         if loop is not None:
             with contextlib.suppress(RuntimeError):  # the loop is closed: nothing to count
-                loop.call_soon_threadsafe(self.slots.stuck_returned, call.replaced)
+                loop.call_soon_threadsafe(self._stuck_returned, call)
+
+    def _stuck_returned(self, call: ThreadCall) -> None:
+        self.slots.stuck_returned(call.replaced)
+        _release(call.semaphore)
 
     def _time_out(self, step: int) -> None:
         for future in self._deadlines.pop(step, ()):
@@ -187,3 +209,8 @@ class FunctionCaller:
         self._threads.shutdown(wait=False, cancel_futures=True)
         if self._processes is not None:
             self._processes.shutdown(wait=False, cancel_futures=True)
+
+
+def _release(semaphore: asyncio.Semaphore | None) -> None:
+    if semaphore is not None:
+        semaphore.release()

@@ -28,7 +28,16 @@ class NoFreeThreadError(Exception):
 class ThreadCall:
     """A `def` call as a thread runs it, reporting back if it returns after being stuck."""
 
-    __slots__ = ("_args", "_func", "_kwargs", "_on_return", "finished", "replaced", "stuck")
+    __slots__ = (
+        "_args",
+        "_func",
+        "_kwargs",
+        "_on_return",
+        "finished",
+        "replaced",
+        "semaphore",
+        "stuck",
+    )
 
     def __init__(
         self,
@@ -43,6 +52,8 @@ class ThreadCall:
         self.stuck = False
         # Whether its slot was given back when it got stuck (see `ThreadSlots.call_stuck`).
         self.replaced = False
+        # Its function's max_concurrency, held until the call returns (None: no limit).
+        self.semaphore: asyncio.Semaphore | None = None
 
     def __call__(self) -> Any:
         try:

@@ -5,12 +5,12 @@ an underscore is public: it declares `__all__`, and exports nothing a private on
 import importlib
 import pkgutil
 import re
-from pathlib import Path
 from types import ModuleType
 
 import fastapi_jobpoller
+from tests.helpers import REPOSITORY
 
-REFERENCE = Path(__file__).resolve().parent.parent / "docs" / "reference.md"
+REFERENCE = REPOSITORY / "docs" / "reference.md"
 # A mkdocstrings entry: `::: fastapi_jobpoller.Name` on a line of its own.
 ENTRY = re.compile(r"^::: fastapi_jobpoller\.(\w+)\s*$", re.MULTILINE)
 

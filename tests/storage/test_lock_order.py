@@ -15,8 +15,7 @@ import sqlalchemy as sa
 from fastapi_jobpoller._storage.attempt_store import AttemptStore
 from fastapi_jobpoller._storage.database import Database
 from fastapi_jobpoller._storage.tables import utcnow
-
-from .conftest import MYSQL_URL_ENV, POSTGRESQL_URL_ENV, server_url
+from tests.conftest import MYSQL_URL_ENV, POSTGRESQL_URL_ENV, server_url
 
 POLLS = 400
 ROUNDS = 12

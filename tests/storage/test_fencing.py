@@ -10,8 +10,7 @@ import sqlalchemy as sa
 from fastapi_jobpoller import JobPoller, Pending
 from fastapi_jobpoller._storage.attempt_store import AttemptStore
 from fastapi_jobpoller._storage.tables import utcnow
-
-from .conftest import PollerFactory
+from tests.conftest import PollerFactory
 
 pytestmark = pytest.mark.anyio
 
