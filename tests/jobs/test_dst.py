@@ -1,0 +1,95 @@
+"""Clock changes: a cron job fires as often as the calendar says, computed by the trigger
+code every process uses (`_apscheduler.py`).
+
+When clocks go back, a fixed-hour job fires once, in the first pass of the repeated hour;
+an hourly one fires every elapsed hour. When clocks go forward past its time, it fires
+once, at its wall time shifted by the change.
+"""
+
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from fastapi_jobpoller import CronTrigger
+from fastapi_jobpoller._apscheduler import first_fire_time, latest_due_tick, next_fire_time
+
+
+def ticks(trigger: CronTrigger, start: datetime, count: int, *, coalesce: bool) -> list[str]:
+    """Return `count` ticks from `start`, as local wall times with their UTC offset."""
+    tick = first_fire_time(trigger, default_zone="UTC", now=start)
+    found: list[datetime] = []
+    while tick is not None and len(found) < count:
+        found.append(tick)
+        tick = next_fire_time(
+            trigger, default_zone="UTC", previous=tick, now=tick, coalesce=coalesce
+        )
+    zone = ZoneInfo(str(trigger.timezone))
+    return [t.astimezone(zone).strftime("%m-%d %H:%M%z") for t in found]
+
+
+FALL_BACK = [
+    # zone, hour, minute, a moment the day before, the three ticks expected
+    ("Europe/Paris", 2, 30, datetime(2024, 10, 26, 12, tzinfo=UTC),
+     ["10-27 02:30+0200", "10-28 02:30+0100", "10-29 02:30+0100"]),
+    ("America/New_York", 1, 30, datetime(2024, 11, 2, 12, tzinfo=UTC),
+     ["11-03 01:30-0400", "11-04 01:30-0500", "11-05 01:30-0500"]),
+    # Lord Howe turns its clocks back half an hour: 01:30 to 02:00 happens twice.
+    ("Australia/Lord_Howe", 1, 45, datetime(2024, 4, 6, 0, tzinfo=UTC),
+     ["04-07 01:45+1100", "04-08 01:45+1030", "04-09 01:45+1030"]),
+]  # fmt: skip
+
+SPRING_FORWARD = [
+    ("Europe/Paris", 2, 30, datetime(2024, 3, 30, 12, tzinfo=UTC),
+     ["03-31 03:30+0200", "04-01 02:30+0200", "04-02 02:30+0200"]),
+    ("America/New_York", 2, 30, datetime(2024, 3, 9, 12, tzinfo=UTC),
+     ["03-10 03:30-0400", "03-11 02:30-0400", "03-12 02:30-0400"]),
+    # Lord Howe skips 02:00 to 02:30.
+    ("Australia/Lord_Howe", 2, 15, datetime(2024, 10, 5, 0, tzinfo=UTC),
+     ["10-06 02:45+1100", "10-07 02:15+1100", "10-08 02:15+1100"]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("coalesce", [False, True])
+@pytest.mark.parametrize(("zone", "hour", "minute", "start", "expected"), FALL_BACK)
+def test_a_fixed_hour_job_fires_once_on_the_night_clocks_go_back(
+    zone: str, hour: int, minute: int, start: datetime, expected: list[str], coalesce: bool
+) -> None:
+    trigger = CronTrigger(hour=hour, minute=minute, timezone=zone)
+    assert ticks(trigger, start, 3, coalesce=coalesce) == expected
+
+
+@pytest.mark.parametrize(("zone", "hour", "minute", "start", "expected"), SPRING_FORWARD)
+def test_a_job_in_the_skipped_hour_fires_once_shifted_by_the_change(
+    zone: str, hour: int, minute: int, start: datetime, expected: list[str]
+) -> None:
+    trigger = CronTrigger(hour=hour, minute=minute, timezone=zone)
+    assert ticks(trigger, start, 3, coalesce=False) == expected
+
+
+def test_an_hourly_job_fires_every_elapsed_hour_through_the_repeated_one() -> None:
+    trigger = CronTrigger(minute=15, timezone="Europe/Paris")
+    start = datetime(2024, 10, 27, 0, 0, tzinfo=UTC)  # 02:00 CEST, the repeated hour next
+    assert ticks(trigger, start, 4, coalesce=False) == [
+        "10-27 02:15+0200",
+        "10-27 02:15+0100",
+        "10-27 03:15+0100",
+        "10-27 04:15+0100",
+    ]
+
+
+def test_a_crontab_expression_at_a_fixed_hour_fires_once_when_clocks_go_back() -> None:
+    trigger = CronTrigger(expression="30 2 * * *", timezone="Europe/Paris")
+    start = datetime(2024, 10, 26, 12, tzinfo=UTC)
+    assert ticks(trigger, start, 2, coalesce=False) == ["10-27 02:30+0200", "10-28 02:30+0100"]
+
+
+def test_catching_up_across_the_repeated_hour_runs_the_job_once() -> None:
+    """A coalescing job down during the whole night runs once for it, and then not again
+    at the repeated 02:30."""
+    trigger = CronTrigger(hour=2, minute=30, timezone="Europe/Paris")
+    first = datetime(2024, 10, 27, 0, 30, tzinfo=UTC)  # 02:30 CEST
+    now = first + timedelta(hours=1, minutes=10)  # after the repeated 02:30 CET too
+    latest = latest_due_tick(trigger, default_zone="UTC", scheduled=first, now=now)
+    following = next_fire_time(trigger, default_zone="UTC", previous=latest, now=now, coalesce=True)
+    assert following == datetime(2024, 10, 28, 1, 30, tzinfo=UTC)

@@ -1,0 +1,105 @@
+"""A poll row the engine cannot use is set aside on its own, reported once, and resumes
+once fixed; every other poll keeps its pace."""
+
+import logging
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from fastapi_jobpoller import Done, EventType, JobPoller, Pending, PollInfo, PollState
+from tests.conftest import PollerFactory
+from tests.helpers import Recorder, ended, poll_until
+
+pytestmark = pytest.mark.anyio
+
+
+def execute(poller: JobPoller, statement: Any) -> None:
+    """Change stored rows behind the API's back, as a manual edit or a downgrade would."""
+    assert poller._database is not None
+    with poller._database.transaction() as connection:
+        connection.execute(statement)
+
+
+def register(poller: JobPoller, delivered: list[str]) -> None:
+    @poller.poll_function()
+    def finish(ticket: str) -> Done:
+        return Done(result=ticket)
+
+    @poller.poll_function()
+    def steady(ticket: str) -> Pending:
+        return Pending(progress=ticket)
+
+    @poller.callback()
+    def note(poll: PollInfo) -> None:
+        delivered.append(poll.id)
+
+
+async def test_a_poll_with_unusable_arguments_is_parked_once_and_runs_once_fixed(
+    make_poller: PollerFactory,
+) -> None:
+    poller = make_poller(recheck_seconds=0.2)
+    delivered: list[str] = []
+    register(poller, delivered)
+    recorder = Recorder()
+    poller.add_listener(recorder, EventType.POLL_QUARANTINED)
+    async with poller:
+        steady = await poller.start_poll("steady", {"ticket": "s"}, interval=0.05)
+        bad = await poller.start_poll("finish", {"ticket": "b"}, delay=3600)
+        polls = poller._database.tables.polls  # type: ignore[union-attr]
+        execute(
+            poller,
+            sa.update(polls)
+            .where(polls.c.id == bad.id)
+            .values(arguments="not an object", next_poll_at=sa.func.current_timestamp()),
+        )
+        parked = await poll_until(poller, bad.id, lambda p: p.error is not None)
+        before = (await poller.get_poll(steady.id)).attempts
+        await poll_until(poller, steady.id, lambda p: p.attempts >= before + 5)
+        execute(
+            poller, sa.update(polls).where(polls.c.id == bad.id).values(arguments={"ticket": "b"})
+        )
+        fixed = await ended(poller, bad.id)
+        listed = await poller.list_quarantined()
+    assert (parked.state, parked.next_poll_at, parked.attempts) == (PollState.PENDING, None, 0)
+    assert parked.error is not None and "arguments" in parked.error
+    assert (fixed.state, fixed.result, fixed.attempts, fixed.problem) == (
+        PollState.SUCCEEDED,
+        "b",
+        1,
+        None,
+    )
+    assert [event.poll_id for event in recorder.events] == [bad.id]
+    assert listed == []
+
+
+async def test_an_ended_poll_whose_callbacks_are_not_a_list_is_set_aside_not_retried_forever(
+    make_poller: PollerFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    poller = make_poller(recheck_seconds=0.2, lease_seconds=1.0)
+    delivered: list[str] = []
+    register(poller, delivered)
+    caplog.set_level(logging.WARNING, logger="fastapi_jobpoller")
+    async with poller:
+        poll = await poller.start_poll("finish", {"ticket": "c"}, callbacks=["note"], delay=3600)
+        polls = poller._database.tables.polls  # type: ignore[union-attr]
+        execute(
+            poller,
+            sa.update(polls)
+            .where(polls.c.id == poll.id)
+            .values(
+                state="succeeded",
+                callbacks="note",
+                callbacks_pending=True,
+                next_poll_at=sa.func.current_timestamp(),
+            ),
+        )
+        parked = await poll_until(poller, poll.id, lambda p: p.next_poll_at is None)
+        listed = await poller.list_quarantined(kind="poll")
+        # Fixed in the database: the callbacks are delivered at the next re-check.
+        execute(poller, sa.update(polls).where(polls.c.id == poll.id).values(callbacks=["note"]))
+        delivered_poll = await ended(poller, poll.id)
+    assert parked.state is PollState.SUCCEEDED and parked.callbacks_pending
+    assert [row.id for row in listed] == [poll.id] and "callbacks" in listed[0].reason
+    assert delivered == [poll.id] and not delivered_poll.callbacks_pending
+    assert not [r for r in caplog.records if "engine task failed" in r.getMessage()]
