@@ -427,3 +427,43 @@ def test_each_tick_of_an_interval_job_runs_once_across_two_processes(
         unpaired.remove(min(eligible, key=lambda run: run.finished_at))
     per_process = Counter(call.pid for call in ticks)
     report(f"{len(runs)} ticks: A ran {per_process[a.pid]}, B ran {per_process[b.pid]}")
+
+
+def test_a_stop_under_load_writes_each_outcome_once_and_hands_every_lease_back(
+    shared_database: SharedDatabase, start_workers: StartWorkers
+) -> None:
+    """SIGTERM while thousands of attempts a second end and their outcomes are written
+    back in batches: the stop is clean (no error logged, no history row twice) and no
+    poll stays leased by the stopped process. Three stops, each mid-write by chance."""
+    polls, history = shared_database.tables.polls, shared_database.tables.poll_attempts
+    for number in range(3):
+        (worker,) = start_workers(f"T{number}", attempt_history="all")
+        worker.send(
+            {
+                "op": "submit",
+                "function": "keep_going",
+                "count": 1000,
+                "id_prefix": f"r{number}-",
+                "arguments": {},
+                "options": {"interval": 0.2},
+            }
+        )
+        worker.expect("SUBMITTED", timeout=WORK_TIMEOUT)
+        time.sleep(1.0)  # every poll through several attempts
+        worker.stop()  # exit status 0, and nothing logged at ERROR
+        leased = shared_database.rows(
+            sa.select(polls.c.id).where(polls.c.lease_owner == worker.worker_id)
+        )
+        assert leased == [], f"{len(leased)} polls still leased after stop {number + 1}"
+    recorded = shared_database.rows(
+        sa.select(history.c.poll_id, history.c.attempt, sa.func.count())
+        .group_by(history.c.poll_id, history.c.attempt)
+        .having(sa.func.count() > 1)
+    )
+    assert recorded == [], "an attempt recorded twice"
+    beyond = shared_database.rows(
+        sa.select(history.c.poll_id)
+        .join(polls, polls.c.id == history.c.poll_id)
+        .where(history.c.attempt > polls.c.attempts)
+    )
+    assert beyond == [], "history records attempts the polls never counted"

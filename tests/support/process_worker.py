@@ -116,6 +116,11 @@ def register_functions(poller: JobPoller, ledger: Ledger) -> None:
         ledger.record(key, "end")
         return Done({"pid": os.getpid(), "starts": started})
 
+    @poller.poll_function()
+    def keep_going(key: str) -> Pending:
+        """Never finish, and record nothing: load, for the shutdown tests."""
+        return Pending(progress=key)
+
     @poller.job_function()
     def tick(key: str) -> None:
         ledger.record(key, "tick")
