@@ -147,3 +147,27 @@ async def test_the_library_configures_no_log_handlers(make_poller: PollerFactory
     for logger in library_loggers:
         assert logger.propagate, logger.name
         assert all(isinstance(h, logging.NullHandler) for h in logger.handlers), logger.name
+
+
+@sqlite_only
+async def test_the_same_trouble_of_the_same_poll_is_logged_once_a_minute_and_heard_every_time(
+    make_poller: PollerFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger=LOGGER)
+    poller = build(make_poller)
+    heard: list[str] = []
+    poller.add_listener(lambda event: heard.append(str(event.error)), EventType.POLL_PENDING)
+
+    @poller.poll_function()
+    def flaky() -> None:
+        raise ConnectionError("the status service refused")
+
+    async with poller:
+        poll = await poller.start_poll("flaky", interval=0.01, max_errors=20)
+        await ended(poller, poll.id)
+
+    pending = [r for r in library_records(caplog) if field(r, "event") == "poll_pending"]
+    warned = [r for r in pending if r.levelno >= logging.WARNING]
+    assert len(pending) == 20 and len(warned) == 1
+    assert [r.levelno for r in pending[1:]] == [logging.DEBUG] * 19
+    assert len(heard) == 20

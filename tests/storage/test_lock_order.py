@@ -4,6 +4,7 @@ lock the poll rows they share in one order (PostgreSQL and MariaDB)."""
 import functools
 import random
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -131,3 +132,70 @@ def test_renewal_and_write_back_of_shared_rows_never_deadlock(database: Database
     assert failures == []
     threading.Event().wait(1.0)  # the server counts a deadlock when it reports its stats
     assert deadlocks(database) == before, "the server had to break a deadlock"
+
+
+def test_a_write_that_loses_a_deadlock_is_run_again_and_lands(database: Database) -> None:
+    """Another transaction (not the engine's) locks rows in the other order: the server
+    breaks the deadlock by rolling the engine's write back, and the write runs again."""
+    store = AttemptStore(database)
+    polls = database.tables.polls
+    first, second = sorted(uuid.uuid4().hex for _ in range(2))
+    # Rows the other transaction changes first, so that it weighs more than the write and
+    # MariaDB rolls the write back rather than it.
+    ballast = [uuid.uuid4().hex for _ in range(50)]
+    with database.transaction() as connection:
+        rows = [poll_row(i) for i in (first, second, *ballast)]
+        connection.execute(sa.insert(polls), rows)
+    now = utcnow() + timedelta(hours=1)
+    claimed = store.claim(worker="w", now=now, lease_until=now + timedelta(minutes=5), limit=2)
+    updates = [
+        {
+            "id": row["id"],
+            "attempts": row["attempts"],
+            "new_attempts": row["attempts"],
+            "consecutive_errors": 0,
+            "next_poll_at": now,
+            "progress": "written",
+            "error": None,
+            "updated_at": now,
+        }
+        for row in claimed.attempts
+        if row["id"] in (first, second)
+    ]
+    assert len(updates) == 2
+    before = deadlocks(database)
+    failures: list[BaseException] = []
+    writing = threading.Thread(
+        target=lambda: _catching(failures, lambda: store.write_pending(updates, worker="w"))
+    )
+    with database.engine.connect() as other:
+        with other.begin():
+            # One by one, by key: an IN list over a small table may scan (and lock) all.
+            for row_id in ballast:
+                other.execute(sa.update(polls).where(polls.c.id == row_id).values(error="o"))
+            other.execute(sa.update(polls).where(polls.c.id == second).values(error="o"))
+            writing.start()
+            time.sleep(0.5)  # the write holds the first row and waits for the second
+            other.execute(sa.update(polls).where(polls.c.id == first).values(error="o"))
+        writing.join(timeout=60)
+    assert failures == []
+    time.sleep(1.0)  # the server counts a deadlock when it reports its stats
+    assert deadlocks(database) > before, "no deadlock happened: the test proves nothing"
+    with database.engine.connect() as connection:
+        written = connection.execute(
+            sa.select(polls.c.progress, polls.c.lease_owner).where(
+                polls.c.id.in_(updates_ids(updates))
+            )
+        ).all()
+    assert [tuple(row) for row in written] == [("written", None), ("written", None)]
+
+
+def updates_ids(updates: list[dict[str, Any]]) -> list[str]:
+    return [update["id"] for update in updates]
+
+
+def _catching(failures: list[BaseException], work: Any) -> None:
+    try:
+        work()
+    except BaseException as error:
+        failures.append(error)
