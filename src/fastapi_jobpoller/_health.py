@@ -49,26 +49,12 @@ def assess(
     cycles, threads, upkeep = dispatcher.cycles, dispatcher.threads, dispatcher.upkeep.report
     if quarantined is None:
         quarantined = upkeep.quarantined
-    warnings: list[str] = []
+    failing = f"{cycles.failed_cycles} dispatch cycles failed in a row: {cycles.last_failure}"
     if cycles.failed_cycles >= _FAILED_CYCLES_UNAVAILABLE:
-        down.append(
-            f"{cycles.failed_cycles} dispatch cycles failed in a row: {cycles.last_failure}"
-        )
-    elif cycles.failed_cycles >= _FAILED_CYCLES_DEGRADED:
-        warnings.append(
-            f"{cycles.failed_cycles} dispatch cycles failed in a row: {cycles.last_failure}"
-        )
-    if threads.stuck:
-        warnings.append(f"{threads.stuck} def calls are stuck past attempt_timeout")
-    if threads.waiting and threads.busy >= threads.size:
-        warnings.append(f"every thread is busy and {threads.waiting} calls wait for one")
-    if quarantined:
-        warnings.append(f"{quarantined} rows are set aside (see /quarantine)")
-    if upkeep.unclaimed_jobs:
-        warnings.append(
-            f"{len(upkeep.unclaimed_jobs)} jobs are overdue: no running process registers "
-            "their function"
-        )
+        down.append(failing)
+    warnings = _warnings(dispatcher, quarantined)
+    if _FAILED_CYCLES_DEGRADED <= cycles.failed_cycles < _FAILED_CYCLES_UNAVAILABLE:
+        warnings.insert(0, failing)
     return Health(
         status="unavailable" if down else "degraded" if warnings else "ok",
         engine_alive=engine_alive,
@@ -84,3 +70,20 @@ def assess(
         unclaimed_jobs=len(upkeep.unclaimed_jobs),
         problems=down + warnings,
     )
+
+
+def _warnings(dispatcher: Dispatcher, quarantined: int) -> list[str]:
+    """Return what needs a look though the engine works: threads, set-aside rows, jobs."""
+    threads, unclaimed = dispatcher.threads, dispatcher.upkeep.report.unclaimed_jobs
+    warnings = []
+    if threads.stuck:
+        warnings.append(f"{threads.stuck} def calls are stuck past attempt_timeout")
+    if threads.waiting and threads.busy >= threads.size:
+        warnings.append(f"every thread is busy and {threads.waiting} calls wait for one")
+    if quarantined:
+        warnings.append(f"{quarantined} rows are set aside (see /quarantine)")
+    if unclaimed:
+        warnings.append(
+            f"{len(unclaimed)} jobs are overdue: no running process registers their function"
+        )
+    return warnings

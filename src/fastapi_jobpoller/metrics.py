@@ -96,7 +96,26 @@ class PollerMetrics:
             "Attempts and job runs this process holds a lease on.",
             registry=self.registry,
         )
+        self._engine_gauges(prometheus)
         poller.add_listener(self.observe)
+
+    def _engine_gauges(self, prometheus: Any) -> None:
+        """Create the gauges read from this process's health at scrape time."""
+        self.threads_stuck = prometheus.Gauge(
+            "jobpoller_threads_stuck",
+            "def calls of this process still running past attempt_timeout.",
+            registry=self.registry,
+        )
+        self.quarantined = prometheus.Gauge(
+            "jobpoller_quarantined_rows",
+            "Polls and jobs set aside because their stored rows cannot be used.",
+            registry=self.registry,
+        )
+        self.failed_cycles = prometheus.Gauge(
+            "jobpoller_failed_cycles",
+            "Dispatch cycles of this process failed in a row.",
+            registry=self.registry,
+        )
 
     async def observe(self, event: Event) -> None:
         """Update the series from one event."""
@@ -125,6 +144,10 @@ class PollerMetrics:
         for state, count in counts.items():
             self.polls.labels(state.value).set(count)
         self.leases.set(self._poller.in_flight)
+        health = await self._poller.health()
+        self.threads_stuck.set(health.threads_stuck)
+        self.quarantined.set(health.quarantined)
+        self.failed_cycles.set(health.failed_cycles)
         body: bytes = self._prometheus.generate_latest(self.registry)
         return body
 

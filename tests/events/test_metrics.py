@@ -188,6 +188,9 @@ def test_the_metrics_count_a_known_workload_exactly(api: Api) -> None:
             series("jobpoller_polls", state="cancelled"): 0,
             series("jobpoller_polls", state="timed_out"): 0,
             series("jobpoller_leases_held"): 0,
+            series("jobpoller_threads_stuck"): 0,
+            series("jobpoller_quarantined_rows"): 0,
+            series("jobpoller_failed_cycles"): 0,
         }
     )
     # Every attempt counted once, by the outcome its history row records.
@@ -209,7 +212,13 @@ def test_the_metrics_count_a_known_workload_exactly(api: Api) -> None:
             for suffix in ("count", "sum", "bucket", "created")
         }
     )
-    assert unknown == {"jobpoller_polls", "jobpoller_leases_held"}
+    assert unknown == {
+        "jobpoller_polls",
+        "jobpoller_leases_held",
+        "jobpoller_threads_stuck",
+        "jobpoller_quarantined_rows",
+        "jobpoller_failed_cycles",
+    }
 
 
 @sqlite_only

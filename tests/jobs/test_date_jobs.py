@@ -2,12 +2,19 @@
 with two pollers (two engines) sharing the database."""
 
 import asyncio
+import contextlib
 from datetime import UTC, datetime, timedelta
 
 import anyio
 import pytest
 
-from fastapi_jobpoller import DateTrigger, IntervalTrigger, JobPoller, JobRunState
+from fastapi_jobpoller import (
+    DateTrigger,
+    IntervalTrigger,
+    JobNotFoundError,
+    JobPoller,
+    JobRunState,
+)
 from tests.conftest import PollerFactory
 from tests.helpers import QUIET, wait_for_runs
 
@@ -75,8 +82,9 @@ async def test_a_date_tick_missed_while_paused_follows_the_misfire_grace_time_on
         await sleep_until(run_date + timedelta(seconds=0.4))
         await second.resume_job("r")
         await wait_for_runs(second, "r", lambda runs: any(r.finished_at for r in runs))
-        # Paused and resumed again afterwards: nothing more.
-        if [job.id for job in await first.list_jobs()] == ["r"]:
+        # Paused and resumed again afterwards, if the spent job is not deleted yet: nothing
+        # more happens.
+        with contextlib.suppress(JobNotFoundError):
             await first.pause_job("r")
             await second.resume_job("r")
         await anyio.sleep(QUIET)

@@ -10,6 +10,7 @@ from fastapi_jobpoller._rules.job_rules import (
     MAX_RUN_ATTEMPTS,
     TickPlan,
     gives_up_lost_run,
+    job_is_spent,
     plan_tick,
 )
 from fastapi_jobpoller.models import Trigger
@@ -130,17 +131,18 @@ def test_running_instances_are_counted_only_for_a_tick_within_grace() -> None:
     assert asked == []
 
 
+def test_a_date_tick_leaves_its_job_no_next_tick() -> None:
+    assert plan(DateTrigger(run_date=START)).next_run_at is None
+
+
 @pytest.mark.parametrize(
-    ("state_kwargs", "removes"),
-    [({}, False), ({"late": 5}, True), ({"running": 1}, True)],
+    ("next_run_at", "running", "spent"),
+    [(None, 0, True), (None, 1, False), (START, 0, False), (START, 2, False)],
 )
-def test_a_date_job_is_removed_after_its_only_tick_unless_it_runs(
-    state_kwargs: dict[str, float], removes: bool
+def test_a_job_is_spent_with_no_tick_left_and_no_run_running(
+    next_run_at: datetime | None, running: int, spent: bool
 ) -> None:
-    # A running tick keeps its job until the run is recorded (the store removes it then).
-    result = plan(DateTrigger(run_date=START), **state_kwargs)  # type: ignore[arg-type]
-    assert result.next_run_at is None
-    assert result.removes_job is removes
+    assert job_is_spent(next_run_at, running) is spent
 
 
 def test_a_trigger_past_its_end_has_no_next_tick() -> None:

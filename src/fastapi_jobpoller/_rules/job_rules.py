@@ -13,7 +13,7 @@ from .._apscheduler import latest_due_tick, next_fire_time
 from ..models import JobRunState
 from ..triggers import Trigger
 
-__all__ = ["MAX_RUN_ATTEMPTS", "TickPlan", "gives_up_lost_run", "plan_tick"]
+__all__ = ["MAX_RUN_ATTEMPTS", "TickPlan", "gives_up_lost_run", "job_is_spent", "plan_tick"]
 
 MAX_RUN_ATTEMPTS = 3
 """Runs of one tick at most: a run whose worker vanished is run again, but not forever,
@@ -40,11 +40,6 @@ class TickPlan:
     def error(self) -> str | None:
         """Return why the tick was not run, if it was not."""
         return _NOT_RUN_REASONS.get(self.state)
-
-    @property
-    def removes_job(self) -> bool:
-        """Return whether the job is finished now: no tick left and none running."""
-        return self.next_run_at is None and self.state is not JobRunState.RUNNING
 
 
 def plan_tick(
@@ -77,6 +72,15 @@ def plan_tick(
     else:
         state = JobRunState.RUNNING
     return TickPlan(scheduled_at=scheduled_at, state=state, next_run_at=following)
+
+
+def job_is_spent(next_run_at: datetime | None, running: int) -> bool:
+    """Return whether a job is done for good: no tick left, and no run of it running.
+
+    A spent job is deleted (its runs stay in the history); one with a run still running
+    is deleted when that run ends.
+    """
+    return next_run_at is None and running == 0
 
 
 def gives_up_lost_run(attempt: int) -> bool:

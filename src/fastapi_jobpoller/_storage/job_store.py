@@ -58,6 +58,7 @@ class JobStore:
                     )
             except exc.IntegrityError:
                 raise JobConflictError(f"a job with id {row['id']!r} exists already") from None
+            self._release_quarantine(connection, row["id"])  # defined anew: nothing set aside
             self._db.announce_change(connection)
             return self._get(connection, row["id"])
 

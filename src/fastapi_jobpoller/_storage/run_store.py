@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy import exc
 from sqlalchemy.engine import Connection
 
-from .._rules.job_rules import gives_up_lost_run, plan_tick
+from .._rules.job_rules import gives_up_lost_run, job_is_spent, plan_tick
 from .._rules.row_checks import describe_error
 from ..exceptions import DatabaseUnavailableError, JobNotFoundError
 from ..models import JobRunState
@@ -160,7 +160,8 @@ class RunStore:
             claim.runs.append(run)
             connection.execute(sa.insert(self._runs).values(**run))
         jobs = self._jobs
-        if plan.next_run_at is None and not self._running(connection, job["id"], now):
+        running = 0 if plan.next_run_at else self._running(connection, job["id"], now)
+        if job_is_spent(plan.next_run_at, running):
             connection.execute(sa.delete(jobs).where(jobs.c.id == job["id"]))
         else:
             connection.execute(
