@@ -15,7 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from queue import Queue
 from typing import Any, Protocol
@@ -140,6 +140,52 @@ async def runs_finished(poller: JobPoller, job_id: str, count: int) -> None:
     await wait_for_runs(
         poller, job_id, lambda runs: sum(r.finished_at is not None for r in runs) >= count
     )
+
+
+# -- stored rows -----------------------------------------------------------------------
+
+
+def stored_poll(poll_id: str, **values: Any) -> dict[str, Any]:
+    """Return a row of the polls table as the library stores a new pending poll (one
+    second interval, function `f`, due now); `values` replace columns."""
+    now = datetime.now(UTC)
+    row: dict[str, Any] = {
+        "id": poll_id,
+        "function": "f",
+        "arguments": {},
+        "state": "pending",
+        "attempts": 0,
+        "consecutive_errors": 0,
+        "interval": 1.0,
+        "backoff_factor": 1.0,
+        "max_interval": None,
+        "jitter": 0.0,
+        "timeout": None,
+        "max_attempts": None,
+        "max_errors": 5,
+        "callbacks": [],
+        "callbacks_pending": False,
+        "callback_attempts": 0,
+        "created_at": now,
+        "deadline": None,
+        "next_poll_at": now,
+        "finished_at": None,
+        "updated_at": now,
+        "progress": None,
+        "result": None,
+        "error": None,
+        "lease_owner": None,
+        "lease_expires_at": None,
+    }
+    row.update(values)
+    return row
+
+
+def change_rows(poller: JobPoller, statement: Any) -> None:
+    """Change stored rows behind the API's back, as a manual edit or a downgrade would."""
+    assert poller._database is not None
+    with poller._database.transaction() as connection:
+        connection.execute(statement)
 
 
 # -- processes -------------------------------------------------------------------------

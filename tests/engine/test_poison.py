@@ -4,7 +4,6 @@ for a process that can run it) and reported once, and `/health` names the proble
 
 import logging
 from collections import Counter
-from typing import Any
 
 import anyio
 import pytest
@@ -12,7 +11,7 @@ import sqlalchemy as sa
 
 from fastapi_jobpoller import IntervalTrigger, JobPoller, JobRunState, Pending
 from tests.conftest import FAST_SETTINGS, POSTGRESQL_URL_ENV, server_url
-from tests.helpers import field, library_records
+from tests.helpers import change_rows, field, library_records
 
 pytestmark = pytest.mark.anyio
 
@@ -29,12 +28,6 @@ def database_url(request: pytest.FixtureRequest, tmp_path: object) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path}/jobpoller.db"
     return server_url(POSTGRESQL_URL_ENV)
-
-
-def execute(poller: JobPoller, statement: Any) -> None:
-    assert poller._database is not None
-    with poller._database.transaction() as connection:
-        connection.execute(statement)
 
 
 async def test_bad_rows_of_every_kind_stop_nothing_and_are_each_reported_once(
@@ -69,28 +62,28 @@ async def test_bad_rows_of_every_kind_stop_nothing_and_are_each_reported_once(
         healthy_jobs = [(await poller.add_job("beat", every)).id for _ in range(3)]
         # One row of each kind the engine cannot use.
         await poller.add_job("beat", every, job_id="bad-trigger")
-        execute(
+        change_rows(
             poller,
             sa.update(jobs)
             .where(jobs.c.id == "bad-trigger")
             .values(trigger={"type": "cron", "hour": 2, "timezone": "Mars/Olympus"}),
         )
         await poller.add_job("beat", every, job_id="nobody-runs-it")
-        execute(
+        change_rows(
             poller,
             sa.update(jobs)
             .where(jobs.c.id == "nobody-runs-it")
             .values(function="gone_in_this_release"),
         )
         bad_arguments = await poller.start_poll("healthy", {"key": "a"}, delay=3600)
-        execute(
+        change_rows(
             poller,
             sa.update(polls)
             .where(polls.c.id == bad_arguments.id)
             .values(arguments=["x"], next_poll_at=sa.func.current_timestamp()),
         )
         bad_callbacks = await poller.start_poll("healthy", {"key": "c"}, delay=3600)
-        execute(
+        change_rows(
             poller,
             sa.update(polls)
             .where(polls.c.id == bad_callbacks.id)
@@ -102,7 +95,7 @@ async def test_bad_rows_of_every_kind_stop_nothing_and_are_each_reported_once(
             ),
         )
         unknown = await poller.start_poll("healthy", {"key": "u"}, delay=3600)
-        execute(
+        change_rows(
             poller,
             sa.update(polls)
             .where(polls.c.id == unknown.id)

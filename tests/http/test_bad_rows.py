@@ -6,14 +6,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from tests.helpers import Api, add_job, start_poll, wait_until
-
-
-def execute(api: Api, statement: Any) -> None:
-    database = api.poller._database
-    assert database is not None
-    with database.transaction() as connection:
-        connection.execute(statement)
+from tests.helpers import Api, add_job, change_rows, start_poll, wait_until
 
 
 def listed_quarantine(api: Api, count: int) -> list[dict[str, Any]]:
@@ -38,14 +31,20 @@ def test_pages_answer_with_the_problem_instead_of_a_500(any_db_api: Api) -> None
     ids = {}
     for name, value in shapes.items():
         poll = start_poll(api, function="never_finishes", arguments={"ticket": name}, delay=3600)
-        execute(api, sa.update(polls).where(polls.c.id == poll["id"]).values(arguments=value))
+        change_rows(
+            api.poller, sa.update(polls).where(polls.c.id == poll["id"]).values(arguments=value)
+        )
         ids[name] = poll["id"]
     callbacks = start_poll(api, function="never_finishes", arguments={"ticket": "c"}, delay=3600)
-    execute(api, sa.update(polls).where(polls.c.id == callbacks["id"]).values(callbacks="abc"))
+    change_rows(
+        api.poller, sa.update(polls).where(polls.c.id == callbacks["id"]).values(callbacks="abc")
+    )
     job = add_job(api, function="cleanup", trigger={"type": "interval", "hours": 1}, id="j")
-    execute(api, sa.update(jobs).where(jobs.c.id == "j").values(trigger={"type": "weekly"}))
+    change_rows(
+        api.poller, sa.update(jobs).where(jobs.c.id == "j").values(trigger={"type": "weekly"})
+    )
     run = api.client.post("/jobpoller/jobs/j/run").json()
-    execute(api, sa.update(runs).where(runs.c.id == run["id"]).values(arguments=["x"]))
+    change_rows(api.poller, sa.update(runs).where(runs.c.id == run["id"]).values(arguments=["x"]))
 
     for path in ("/jobpoller/polls", "/jobpoller/jobs", "/jobpoller/runs", "/jobpoller/jobs/j"):
         assert api.client.get(path).status_code == 200, path
@@ -64,8 +63,8 @@ def test_the_engine_sets_bad_polls_aside_and_says_so_in_health(any_db_api: Api) 
     api = any_db_api
     polls = api.poller._database.tables.polls  # type: ignore[union-attr]
     poll = start_poll(api, function="never_finishes", arguments={"ticket": "t"}, delay=3600)
-    execute(
-        api,
+    change_rows(
+        api.poller,
         sa.update(polls)
         .where(polls.c.id == poll["id"])
         .values(arguments=["x"], next_poll_at=sa.func.current_timestamp()),

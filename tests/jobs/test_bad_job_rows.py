@@ -18,7 +18,7 @@ from fastapi_jobpoller import (
 )
 from fastapi_jobpoller.models import JobRunInfo
 from tests.conftest import PollerFactory
-from tests.helpers import WAIT, Recorder, wait_for_runs
+from tests.helpers import WAIT, Recorder, change_rows, wait_for_runs
 
 pytestmark = pytest.mark.anyio
 
@@ -33,13 +33,6 @@ def register(poller: JobPoller) -> None:
     @poller.job_function()
     async def remind(note: str = "") -> str:
         return note
-
-
-def execute(poller: JobPoller, statement: Any) -> None:
-    """Change stored rows behind the API's back, as a manual edit or a downgrade would."""
-    assert poller._database is not None
-    with poller._database.transaction() as connection:
-        connection.execute(statement)
 
 
 def ticking(count: int) -> Any:
@@ -125,7 +118,7 @@ async def test_a_tick_recorded_already_is_not_recorded_again(make_poller: Poller
         await wait_for_runs(poller, "r1", ticking(1))
         # The tick ran; a process resuming the job sets its next tick back to run_date.
         jobs = poller._database.tables.jobs  # type: ignore[union-attr]
-        execute(
+        change_rows(
             poller,
             sa.insert(jobs).values(
                 id="r1",
@@ -168,7 +161,7 @@ async def test_a_job_whose_stored_trigger_is_unusable_is_set_aside_and_the_rest_
         heartbeat = await poller.add_job("heartbeat", IntervalTrigger(seconds=PERIOD))
         bad = await poller.add_job("remind", IntervalTrigger(seconds=PERIOD), job_id="bad")
         jobs = poller._database.tables.jobs  # type: ignore[union-attr]
-        execute(poller, sa.update(jobs).where(jobs.c.id == "bad").values(trigger=bad_trigger))
+        change_rows(poller, sa.update(jobs).where(jobs.c.id == "bad").values(trigger=bad_trigger))
         await keeps_ticking(poller, heartbeat.id, more=10)
         listed = await poller.list_quarantined()
         stored = await poller.get_job("bad")
@@ -196,8 +189,8 @@ async def test_a_set_aside_job_fixed_in_the_database_resumes_at_the_next_recheck
         good = IntervalTrigger(seconds=PERIOD).model_dump(mode="json")
         await poller.add_job("remind", IntervalTrigger(seconds=PERIOD), job_id="bad")
         jobs = poller._database.tables.jobs  # type: ignore[union-attr]
-        execute(poller, sa.update(jobs).where(jobs.c.id == "bad").values(trigger={"type": "?"}))
+        change_rows(poller, sa.update(jobs).where(jobs.c.id == "bad").values(trigger={"type": "?"}))
         await set_aside(poller, 1)
-        execute(poller, sa.update(jobs).where(jobs.c.id == "bad").values(trigger=good))
+        change_rows(poller, sa.update(jobs).where(jobs.c.id == "bad").values(trigger=good))
         await keeps_ticking(poller, "bad", more=2)
         assert await poller.list_quarantined() == []

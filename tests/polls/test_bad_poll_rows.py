@@ -2,23 +2,15 @@
 once fixed; every other poll keeps its pace."""
 
 import logging
-from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
 from fastapi_jobpoller import Done, EventType, JobPoller, Pending, PollInfo, PollState
 from tests.conftest import PollerFactory
-from tests.helpers import Recorder, ended, poll_until
+from tests.helpers import Recorder, change_rows, ended, poll_until
 
 pytestmark = pytest.mark.anyio
-
-
-def execute(poller: JobPoller, statement: Any) -> None:
-    """Change stored rows behind the API's back, as a manual edit or a downgrade would."""
-    assert poller._database is not None
-    with poller._database.transaction() as connection:
-        connection.execute(statement)
 
 
 def register(poller: JobPoller, delivered: list[str]) -> None:
@@ -47,7 +39,7 @@ async def test_a_poll_with_unusable_arguments_is_parked_once_and_runs_once_fixed
         steady = await poller.start_poll("steady", {"ticket": "s"}, interval=0.05)
         bad = await poller.start_poll("finish", {"ticket": "b"}, delay=3600)
         polls = poller._database.tables.polls  # type: ignore[union-attr]
-        execute(
+        change_rows(
             poller,
             sa.update(polls)
             .where(polls.c.id == bad.id)
@@ -56,7 +48,7 @@ async def test_a_poll_with_unusable_arguments_is_parked_once_and_runs_once_fixed
         parked = await poll_until(poller, bad.id, lambda p: p.error is not None)
         before = (await poller.get_poll(steady.id)).attempts
         await poll_until(poller, steady.id, lambda p: p.attempts >= before + 5)
-        execute(
+        change_rows(
             poller, sa.update(polls).where(polls.c.id == bad.id).values(arguments={"ticket": "b"})
         )
         fixed = await ended(poller, bad.id)
@@ -83,7 +75,7 @@ async def test_an_ended_poll_whose_callbacks_are_not_a_list_is_set_aside_not_ret
     async with poller:
         poll = await poller.start_poll("finish", {"ticket": "c"}, callbacks=["note"], delay=3600)
         polls = poller._database.tables.polls  # type: ignore[union-attr]
-        execute(
+        change_rows(
             poller,
             sa.update(polls)
             .where(polls.c.id == poll.id)
@@ -97,7 +89,9 @@ async def test_an_ended_poll_whose_callbacks_are_not_a_list_is_set_aside_not_ret
         parked = await poll_until(poller, poll.id, lambda p: p.next_poll_at is None)
         listed = await poller.list_quarantined(kind="poll")
         # Fixed in the database: the callbacks are delivered at the next re-check.
-        execute(poller, sa.update(polls).where(polls.c.id == poll.id).values(callbacks=["note"]))
+        change_rows(
+            poller, sa.update(polls).where(polls.c.id == poll.id).values(callbacks=["note"])
+        )
         delivered_poll = await ended(poller, poll.id)
     assert parked.state is PollState.SUCCEEDED and parked.callbacks_pending
     assert [row.id for row in listed] == [poll.id] and "callbacks" in listed[0].reason

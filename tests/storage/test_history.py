@@ -35,7 +35,7 @@ from fastapi_jobpoller._storage.database import Database
 from fastapi_jobpoller._storage.history_store import HistoryStore, PruneReport, Retention
 from fastapi_jobpoller._storage.run_store import RunStore
 from tests.conftest import PollerFactory
-from tests.helpers import FAR_FUTURE, WAIT, ended, runs_finished, sqlite_only
+from tests.helpers import FAR_FUTURE, WAIT, ended, runs_finished, sqlite_only, stored_poll
 
 pytestmark = pytest.mark.anyio
 
@@ -296,34 +296,17 @@ def poll_row(
 ) -> dict[str, Any]:
     moment = NOW - timedelta(seconds=ago)
     ended_ = state not in ("pending", "running")
-    return {
-        "id": poll_id,
-        "function": "f",
-        "arguments": {},
-        "state": state,
-        "attempts": 1,
-        "consecutive_errors": 0,
-        "interval": 1.0,
-        "backoff_factor": 1.0,
-        "max_interval": None,
-        "jitter": 0.0,
-        "timeout": None,
-        "max_attempts": None,
-        "max_errors": 5,
-        "callbacks": ["cb"] if callbacks_pending else [],
-        "callbacks_pending": callbacks_pending,
-        "callback_attempts": 0,
-        "created_at": moment - timedelta(seconds=10),
-        "deadline": None,
-        "next_poll_at": moment if not ended_ or callbacks_pending else None,
-        "finished_at": moment if ended_ else None,
-        "updated_at": moment,
-        "progress": None,
-        "result": None,
-        "error": None,
-        "lease_owner": None,
-        "lease_expires_at": None,
-    }
+    return stored_poll(
+        poll_id,
+        state=state,
+        attempts=1,
+        callbacks=["cb"] if callbacks_pending else [],
+        callbacks_pending=callbacks_pending,
+        created_at=moment - timedelta(seconds=10),
+        next_poll_at=moment if not ended_ or callbacks_pending else None,
+        finished_at=moment if ended_ else None,
+        updated_at=moment,
+    )
 
 
 DAY = 86_400.0

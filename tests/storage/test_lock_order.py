@@ -17,6 +17,7 @@ from fastapi_jobpoller._storage.attempt_store import AttemptStore
 from fastapi_jobpoller._storage.database import Database
 from fastapi_jobpoller._storage.tables import utcnow
 from tests.conftest import MYSQL_URL_ENV, POSTGRESQL_URL_ENV, server_url
+from tests.helpers import stored_poll
 
 POLLS = 400
 ROUNDS = 12
@@ -39,38 +40,6 @@ def database(request: pytest.FixtureRequest) -> Iterator[Database]:
         database.dispose()
 
 
-def poll_row(poll_id: str) -> dict[str, Any]:
-    now = utcnow()
-    return {
-        "id": poll_id,
-        "function": "f",
-        "arguments": {},
-        "state": "pending",
-        "attempts": 0,
-        "consecutive_errors": 0,
-        "interval": 1.0,
-        "backoff_factor": 1.0,
-        "max_interval": None,
-        "jitter": 0.0,
-        "timeout": None,
-        "max_attempts": None,
-        "max_errors": 5,
-        "callbacks": [],
-        "callbacks_pending": False,
-        "callback_attempts": 0,
-        "created_at": now,
-        "deadline": None,
-        "next_poll_at": now,
-        "finished_at": None,
-        "updated_at": now,
-        "progress": None,
-        "result": None,
-        "error": None,
-        "lease_owner": None,
-        "lease_expires_at": None,
-    }
-
-
 def deadlocks(database: Database) -> int:
     """Return how many deadlocks the server broke (PostgreSQL: in this database)."""
     with database.engine.connect() as connection:
@@ -91,7 +60,7 @@ def test_renewal_and_write_back_of_shared_rows_never_deadlock(database: Database
     store = AttemptStore(database)
     ids = [uuid.uuid4().hex for _ in range(POLLS)]
     with database.transaction() as connection:
-        connection.execute(sa.insert(database.tables.polls), [poll_row(i) for i in ids])
+        connection.execute(sa.insert(database.tables.polls), [stored_poll(i) for i in ids])
     before = deadlocks(database)
     failures: list[BaseException] = []
     rng = random.Random(7)
@@ -144,7 +113,7 @@ def test_a_write_that_loses_a_deadlock_is_run_again_and_lands(database: Database
     # MariaDB rolls the write back rather than it.
     ballast = [uuid.uuid4().hex for _ in range(50)]
     with database.transaction() as connection:
-        rows = [poll_row(i) for i in (first, second, *ballast)]
+        rows = [stored_poll(i) for i in (first, second, *ballast)]
         connection.execute(sa.insert(polls), rows)
     now = utcnow() + timedelta(hours=1)
     claimed = store.claim(worker="w", now=now, lease_until=now + timedelta(minutes=5), limit=2)
