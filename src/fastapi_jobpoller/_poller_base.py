@@ -90,6 +90,8 @@ class PollerBase:
     _quarantine: QuarantineStore
 
     def __init__(self, settings: JobPollerSettings | None = None, /, **overrides: Any) -> None:
+        if isinstance(overrides.get("settings"), JobPollerSettings) and settings is None:
+            settings = overrides.pop("settings")  # JobPoller(settings=s), the natural keyword
         try:
             if settings is None:
                 settings = JobPollerSettings(**overrides)
@@ -127,7 +129,10 @@ class PollerBase:
 
     def _require_running(self) -> Dispatcher:
         if self._dispatcher is None:
-            raise NotRunningError("start the poller first (`async with poller:`)")
+            raise NotRunningError(
+                "start the poller first: mount_scheduler(app, poller) runs it with the app; "
+                "elsewhere, `async with poller:`"
+            )
         if not self._schema_ready:
             raise DatabaseUnavailableError(
                 "the database has not been reachable since this process started"

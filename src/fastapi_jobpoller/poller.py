@@ -9,7 +9,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, overload
 
 import anyio
 import anyio.to_thread
@@ -53,55 +53,83 @@ class JobPoller(PollMethods, JobMethods):
 
     # -- registration ----------------------------------------------------------------
 
+    @overload
+    def poll_function(self, name: F, /) -> F: ...
+
+    @overload
     def poll_function(
         self,
         name: str | None = None,
         *,
         executor: Literal["thread", "process"] = "thread",
         max_concurrency: int | None = None,
-    ) -> Callable[[F], F]:
+    ) -> Callable[[F], F]: ...
+
+    def poll_function(
+        self,
+        name: str | Callable[..., Any] | None = None,
+        *,
+        executor: Literal["thread", "process"] = "thread",
+        max_concurrency: int | None = None,
+    ) -> Any:
         """Register a function that checks on outside work and returns an outcome.
 
         It returns `Pending(...)`, `Done(...)` or `Failed(...)`; an exception counts as
         a transient error. Its parameters, with their type hints, define the JSON
-        arguments a poll of it accepts.
+        arguments a poll of it accepts. Use it as `@poller.poll_function()`, with
+        arguments, or bare: `@poller.poll_function`.
 
         Args:
             name: The stable name stored with each poll (default: the function's name).
             executor: Where a `def` function runs: "thread" (default) or "process".
             max_concurrency: Most attempts of this function running at once here.
         """
+        return self._register("poll", name, executor=executor, max_concurrency=max_concurrency)
 
-        def register(func: F) -> F:
-            self._registry.register(
-                "poll", func, name=name, executor=executor, max_concurrency=max_concurrency
-            )
-            return func
+    @overload
+    def job_function(self, name: F, /) -> F: ...
 
-        return register
-
+    @overload
     def job_function(
         self,
         name: str | None = None,
         *,
         executor: Literal["thread", "process"] = "thread",
         max_concurrency: int | None = None,
-    ) -> Callable[[F], F]:
+    ) -> Callable[[F], F]: ...
+
+    def job_function(
+        self,
+        name: str | Callable[..., Any] | None = None,
+        *,
+        executor: Literal["thread", "process"] = "thread",
+        max_concurrency: int | None = None,
+    ) -> Any:
         """Register a function that scheduled jobs can run; same arguments as above."""
+        return self._register("job", name, executor=executor, max_concurrency=max_concurrency)
 
-        def register(func: F) -> F:
-            self._registry.register(
-                "job", func, name=name, executor=executor, max_concurrency=max_concurrency
-            )
-            return func
+    @overload
+    def callback(self, name: F, /) -> F: ...
 
-        return register
+    @overload
+    def callback(self, name: str | None = None) -> Callable[[F], F]: ...
 
-    def callback(self, name: str | None = None) -> Callable[[F], F]:
+    def callback(self, name: str | Callable[..., Any] | None = None) -> Any:
         """Register a terminal callback, called with the final `PollInfo` of a poll."""
+        return self._register("callback", name)
+
+    def _register(
+        self,
+        kind: Literal["poll", "job", "callback"],
+        name: str | Callable[..., Any] | None,
+        **options: Any,
+    ) -> Any:
+        if callable(name):  # used bare, as `@poller.poll_function`: `name` is the function
+            self._registry.register(kind, name, **options)
+            return name
 
         def register(func: F) -> F:
-            self._registry.register("callback", func, name=name)
+            self._registry.register(kind, func, name=name, **options)
             return func
 
         return register

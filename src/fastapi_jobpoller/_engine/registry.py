@@ -191,7 +191,13 @@ class Registry:
         if not callable(func):
             raise ConfigurationError(f"{func!r} is not callable")
         name = name or getattr(func, "__name__", "")
-        if not name or len(name) > ID_LENGTH or name == "<lambda>":
+        if name == "<lambda>":
+            raise ConfigurationError(
+                "a lambda cannot be registered under its own name: each poll and job stores "
+                "its function's name, and a lambda has none; define it with `def`, or give "
+                "name=..."
+            )
+        if not name or len(name) > ID_LENGTH:
             raise ConfigurationError(f"give the function a name of 1 to {ID_LENGTH} characters")
         if (kind, name) in self._functions:
             raise ConfigurationError(f"a {kind} function named {name!r} is registered already")
