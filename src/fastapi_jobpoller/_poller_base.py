@@ -96,7 +96,8 @@ class PollerBase:
             if settings is None:
                 settings = JobPollerSettings(**overrides)
             elif overrides:
-                settings = JobPollerSettings(**{**settings.model_dump(), **overrides})
+                # dict(), not model_dump(): the dump hides the database password.
+                settings = JobPollerSettings(**{**dict(settings), **overrides})
         except ValidationError as exc:
             raise ConfigurationError(f"invalid settings: {exc}") from None
         self.settings = settings

@@ -4,9 +4,10 @@ Settings are read when a `JobPollerSettings` object is created, never at import 
 a test or an app factory can set the environment first.
 """
 
-from typing import Literal
+from collections.abc import Iterator
+from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_serializer, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["JobPollerSettings"]
@@ -22,6 +23,8 @@ class JobPollerSettings(BaseSettings):
         frozen=True,
         # `JOBPOLLER_HISTORY_MAX_AGE_SECONDS=none` turns that limit off.
         env_parse_none_str="none",
+        # An error about an API key or a database URL must not print it into deploy logs.
+        hide_input_in_errors=True,
     )
 
     database_url: str = Field(
@@ -332,6 +335,14 @@ class JobPollerSettings(BaseSettings):
         description=("Longest `timeout` a `GET /polls/{poll_id}/wait` request may ask for."),
     )
 
+    @field_serializer("database_url")
+    def _hide_password(self, url: str) -> str:
+        return _without_password(url)
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        for name, value in super().__repr_args__():
+            yield name, _without_password(value) if name == "database_url" else value
+
     @field_validator("timezone")
     @classmethod
     def _known_timezone(cls, value: str) -> str:
@@ -349,3 +360,15 @@ class JobPollerSettings(BaseSettings):
         # `env_parse_none_str` turns `JOBPOLLER_ATTEMPT_HISTORY=none` into None before
         # validation; for this setting "none" is one of the choices, not "unset".
         return "none" if value is None else value
+
+
+def _without_password(url: str) -> str:
+    """Return a database URL with its password shown as `***`, to print or log it."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return url  # not a URL: it holds no password to hide
+    return url if parsed.password is None else parsed.render_as_string(hide_password=True)
