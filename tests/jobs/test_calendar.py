@@ -1,5 +1,5 @@
-"""Clock changes: a cron job fires as often as the calendar says, computed by the trigger
-code every process uses (`_apscheduler.py`).
+"""Calendar rules of cron triggers, computed by the trigger code every process uses
+(`_apscheduler.py`): clock changes, and which day a day number means.
 
 When clocks go back, a fixed-hour job fires once, in the first pass of the repeated hour;
 an hourly one fires every elapsed hour. When clocks go forward past its time, it fires
@@ -93,3 +93,21 @@ def test_catching_up_across_the_repeated_hour_runs_the_job_once() -> None:
     latest = latest_due_tick(trigger, default_zone="UTC", scheduled=first, now=now)
     following = next_fire_time(trigger, default_zone="UTC", previous=latest, now=now, coalesce=True)
     assert following == datetime(2024, 10, 28, 1, 30, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("trigger", "weekday"),
+    [
+        (CronTrigger(expression="0 9 * * 0", timezone="UTC"), "Sunday"),
+        (CronTrigger(expression="0 9 * * 7", timezone="UTC"), "Sunday"),
+        (CronTrigger(expression="0 9 * * 1", timezone="UTC"), "Monday"),
+        (CronTrigger(day_of_week=0, hour=9, timezone="UTC"), "Monday"),
+        (CronTrigger(day_of_week="sun", hour=9, timezone="UTC"), "Sunday"),
+    ],
+)
+def test_crontab_expressions_count_days_from_sunday_and_the_field_from_monday(
+    trigger: CronTrigger, weekday: str
+) -> None:
+    """As docs/getting-started.md says: "0 9 * * 0" fires on Sundays."""
+    tick = first_fire_time(trigger, default_zone="UTC", now=datetime(2024, 5, 1, tzinfo=UTC))
+    assert tick is not None and tick.strftime("%A %H:%M") == f"{weekday} 09:00"
