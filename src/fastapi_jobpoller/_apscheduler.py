@@ -1,9 +1,9 @@
 """The one module that imports APScheduler: its triggers compute every fire time.
 
-Our trigger models (`IntervalTrigger`, `CronTrigger`, `DateTrigger` in `models.py`) are
+Our trigger models (`IntervalTrigger`, `CronTrigger`, `DateTrigger` in `triggers.py`) are
 plain JSON; this module turns them into APScheduler 3 trigger objects, translates their
 errors into `InvalidTriggerError`, and answers "when is the next tick?". APScheduler's
-own scheduler loop and job stores are not used: see docs/architecture.md for why.
+own scheduler loop and job stores are not used: see docs/migration.md for why.
 """
 
 from datetime import UTC, datetime, timedelta
@@ -22,6 +22,8 @@ __all__ = ["first_fire_time", "latest_due_tick", "next_fire_time", "normalize_tr
 
 _ONE_MICROSECOND = timedelta(microseconds=1)
 _ONE_SECOND = timedelta(seconds=1)
+# Any day will do: to ask a cron hour field which hours it matches.
+_A_DAY = datetime(2000, 1, 3)
 # How many missed cron ticks are stepped through to find the latest one; past that, the
 # one reached is used (a cron firing every second, down for three hours).
 _MAX_TICKS_STEPPED = 10_000
@@ -127,7 +129,9 @@ def first_fire_time(trigger: Trigger, *, default_zone: str, now: datetime) -> da
     try:
         if isinstance(trigger, DateTrigger):
             return _utc(built.get_next_fire_time(None, now))
-        return _utc(built.get_next_fire_time(None, now.astimezone(built.timezone)))
+        zone = built.timezone
+        first = built.get_next_fire_time(None, now.astimezone(zone))
+        return _utc(_after_the_repeated_pass(built, first, zone))
     except OverflowError:  # the tick cannot be held in a datetime: there is none
         return None
 
@@ -153,26 +157,32 @@ def next_fire_time(
             following = built.get_next_fire_time(None, (now + _ONE_MICROSECOND).astimezone(zone))
         else:
             following = built.get_next_fire_time(previous.astimezone(zone), now.astimezone(zone))
-        # At most one repeated hour a night: one step past it is enough, two for safety.
-        for _ in range(2):
-            if following is None or not _fired_already_tonight(built, following, zone):
-                break
-            # From a second later, through UTC: wall-time arithmetic would not leave it.
-            later = (following.astimezone(UTC) + _ONE_SECOND).astimezone(zone)
-            following = built.get_next_fire_time(following, later)
-        return _utc(following)
+        return _utc(_after_the_repeated_pass(built, following, zone))
     except OverflowError:
         # The next tick cannot be held in a datetime: the trigger has ended. Raising
         # instead would fail every claim of due ticks, for every job, again and again.
         return None
 
 
+def _after_the_repeated_pass(built: Any, tick: datetime | None, zone: ZoneInfo) -> datetime | None:
+    """Return `tick`, or the first tick after it that does not repeat a wall-clock time of
+    the first pass of an autumn change (see `_fired_already_tonight`)."""
+    # At most one repeated hour a night: one step past it is enough, two for safety.
+    for _ in range(2):
+        if tick is None or not _fired_already_tonight(built, tick, zone):
+            break
+        # From a second later, through UTC: wall-time arithmetic would not leave it.
+        later = (tick.astimezone(UTC) + _ONE_SECOND).astimezone(zone)
+        tick = built.get_next_fire_time(tick, later)
+    return tick
+
+
 def _fired_already_tonight(built: Any, tick: datetime, zone: ZoneInfo) -> bool:
     """Return whether `tick` repeats a wall-clock time of the autumn change's first pass.
 
     When clocks go back, an hour of wall time happens twice. A cron job at fixed hours
-    (02:30) fires in the first pass only, as cron does; one whose hour field is `*` fires
-    every hour of elapsed time, the repeated one included.
+    (02:30) fires in the first pass only, as cron does; one whose hour field matches every
+    hour (`*`, `*/1`, `0-23`) fires every hour of elapsed time, the repeated one included.
     """
     if not isinstance(built, _ApsCron):
         return False
@@ -180,7 +190,8 @@ def _fired_already_tonight(built: Any, tick: datetime, zone: ZoneInfo) -> bool:
     if not local.fold:
         return False
     hour = next(field for field in built.fields if field.name == "hour")
-    return str(hour) != "*"
+    every_hour = all(hour.get_next_value(_A_DAY.replace(hour=h)) == h for h in range(24))
+    return not every_hour
 
 
 def latest_due_tick(

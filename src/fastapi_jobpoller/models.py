@@ -120,8 +120,8 @@ class PollInfo(BaseModel):
     problem: str | None = Field(
         default=None,
         description=(
-            "Why the engine set this row aside, or why a stored value could not be read "
-            "(then shown empty); None for a row in order."
+            "Why the engine set this row aside (polls and jobs), or why a stored value "
+            "could not be read (then shown empty); None for a row in order."
         ),
     )
 

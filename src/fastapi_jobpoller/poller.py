@@ -220,7 +220,8 @@ class JobPoller(PollMethods, JobMethods):
     ) -> list[QuarantinedRow]:
         """Return the polls and jobs set aside because their stored rows cannot be used.
 
-        Each stays stored as it was; it resumes by itself once fixed (through the API,
+        A job stays stored as it was, a poll is parked (no next attempt); either resumes
+        by itself once fixed (through the API,
         e.g. `modify_job` with a new trigger, or in the database): see docs/failures.md.
         """
         self._require_running()

@@ -5,6 +5,7 @@ import threading
 
 import pytest
 
+from fastapi_jobpoller._engine.thread_slots import ThreadCall
 from fastapi_jobpoller._engine.threads import DaemonThreadPool
 
 pytestmark = pytest.mark.anyio
@@ -55,3 +56,10 @@ async def test_the_loop_serves_other_callbacks_while_a_burst_of_outcomes_is_sett
 def test_a_pool_needs_at_least_one_thread() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         DaemonThreadPool(0, name="none")
+
+
+def test_a_call_given_up_before_a_thread_took_it_never_runs() -> None:
+    ran: list[int] = []
+    call = ThreadCall(lambda: ran.append(1), (), {}, on_return=lambda call: None)
+    assert call.mark_stuck() is False  # not started: abandoned, not stuck
+    assert call() is None and ran == []

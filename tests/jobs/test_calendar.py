@@ -111,3 +111,23 @@ def test_crontab_expressions_count_days_from_sunday_and_the_field_from_monday(
     """As docs/getting-started.md says: "0 9 * * 0" fires on Sundays."""
     tick = first_fire_time(trigger, default_zone="UTC", now=datetime(2024, 5, 1, tzinfo=UTC))
     assert tick is not None and tick.strftime("%A %H:%M") == f"{weekday} 09:00"
+
+
+def test_a_job_resumed_between_the_two_passes_does_not_fire_in_the_second() -> None:
+    """Resumed (or added) at 02:10 CET, after 02:30 CEST fired: its first tick is the next
+    night's, not the repeated 02:30."""
+    trigger = CronTrigger(hour=2, minute=30, timezone="Europe/Paris")
+    resumed = datetime(2024, 10, 27, 1, 10, tzinfo=UTC)  # 02:10 CET, the second pass
+    first = first_fire_time(trigger, default_zone="UTC", now=resumed)
+    assert first == datetime(2024, 10, 28, 1, 30, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("every_hour", ["*/1", "0-23"])
+def test_an_hour_field_matching_every_hour_keeps_the_repeated_hour(every_hour: str) -> None:
+    trigger = CronTrigger(hour=every_hour, minute=15, timezone="Europe/Paris")
+    start = datetime(2024, 10, 27, 0, 0, tzinfo=UTC)
+    assert ticks(trigger, start, 3, coalesce=False) == [
+        "10-27 02:15+0200",
+        "10-27 02:15+0100",
+        "10-27 03:15+0100",
+    ]

@@ -24,7 +24,7 @@ def register(poller: JobPoller, delivered: list[str]) -> None:
 
     @poller.callback()
     def note(poll: PollInfo) -> None:
-        delivered.append(poll.id)
+        delivered.append(f"{poll.id}: {poll.error}")
 
 
 async def test_a_poll_with_unusable_arguments_is_parked_once_and_runs_once_fixed(
@@ -80,7 +80,8 @@ async def test_an_ended_poll_whose_callbacks_are_not_a_list_is_set_aside_not_ret
             sa.update(polls)
             .where(polls.c.id == poll.id)
             .values(
-                state="succeeded",
+                state="failed",
+                error="gave up after 5 consecutive errors",
                 callbacks="note",
                 callbacks_pending=True,
                 next_poll_at=sa.func.current_timestamp(),
@@ -93,7 +94,36 @@ async def test_an_ended_poll_whose_callbacks_are_not_a_list_is_set_aside_not_ret
             poller, sa.update(polls).where(polls.c.id == poll.id).values(callbacks=["note"])
         )
         delivered_poll = await ended(poller, poll.id)
-    assert parked.state is PollState.SUCCEEDED and parked.callbacks_pending
+    assert parked.state is PollState.FAILED and parked.callbacks_pending
     assert [row.id for row in listed] == [poll.id] and "callbacks" in listed[0].reason
-    assert delivered == [poll.id] and not delivered_poll.callbacks_pending
+    # Delivered with the poll's own error: releasing it did not clear it.
+    assert delivered == [f"{poll.id}: gave up after 5 consecutive errors"]
+    assert not delivered_poll.callbacks_pending
     assert not [r for r in caplog.records if "engine task failed" in r.getMessage()]
+
+
+async def test_an_error_no_database_can_store_is_stored_cleaned_and_stalls_nothing(
+    make_poller: PollerFactory,
+) -> None:
+    """A function's error text with a NUL (PostgreSQL refuses it), a lone surrogate (not
+    UTF-8) and 100,000 characters (past MySQL's TEXT): stored cleaned and cut, in the same
+    write-back batches as healthy outcomes, which keep landing."""
+    poller = make_poller(attempt_history="all")
+    delivered: list[str] = []
+    register(poller, delivered)
+
+    @poller.poll_function()
+    def unspeakable() -> Pending:
+        raise RuntimeError("nul \x00 surrogate \ud800 " + "x" * 100_000)
+
+    async with poller:
+        bad = await poller.start_poll("unspeakable", interval=0.02, max_errors=1000)
+        steady = await poller.start_poll("steady", {"ticket": "s"}, interval=0.02)
+        await poll_until(poller, bad.id, lambda p: p.attempts >= 5 and p.error is not None)
+        before = (await poller.get_poll(steady.id)).attempts
+        await poll_until(poller, steady.id, lambda p: p.attempts >= before + 5)
+        stored = await poller.get_poll(bad.id)
+        recorded = await poller.list_poll_attempts(poll_id=bad.id)
+    assert stored.error is not None and stored.error.startswith("RuntimeError: nul ")
+    assert "\x00" not in stored.error and len(stored.error) <= 4000
+    assert recorded and all(a.error == stored.error for a in recorded)

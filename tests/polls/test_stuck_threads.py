@@ -113,3 +113,25 @@ async def test_max_concurrency_holds_a_stuck_call_s_place_until_it_returns(
     finally:
         release.set()
     assert (healthy.state, healthy.result) == (PollState.SUCCEEDED, "ran")
+
+
+async def test_a_call_waiting_for_its_functions_max_concurrency_place_gives_up_uncounted(
+    make_poller: PollerFactory,
+) -> None:
+    poller = make_poller(thread_pool_size=2, attempt_timeout=0.2)
+    release = threading.Event()
+
+    @poller.poll_function(max_concurrency=1)
+    def hangs() -> Done:
+        release.wait(WAIT)
+        return Done()
+
+    try:
+        async with poller:
+            await poller.start_poll("hangs", max_errors=0)
+            waiting = await poller.start_poll("hangs", max_errors=0, interval=0.05)
+            refused = await poll_until(poller, waiting.id, lambda p: p.error is not None)
+    finally:
+        release.set()
+    assert (refused.state, refused.attempts) == (PollState.PENDING, 0)
+    assert refused.error is not None and "max_concurrency" in refused.error

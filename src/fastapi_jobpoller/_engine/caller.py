@@ -19,13 +19,15 @@ from typing import Any
 
 from ..config import JobPollerSettings
 from .registry import RegisteredFunction
-from .thread_slots import ThreadCall, ThreadSlots
+from .thread_slots import NoFreeThreadError, ThreadCall, ThreadSlots
 from .threads import DaemonThreadPool
 
-__all__ = ["FunctionCaller", "describe", "format_traceback", "is_json"]
+__all__ = ["FunctionCaller", "describe", "format_traceback", "is_json", "storable_text"]
 
 # Longest traceback stored with a failed attempt or run.
 _MAX_TRACEBACK_CHARS = 8000
+# Longest error message stored: well inside MySQL's TEXT (64 KiB) in any encoding.
+_MAX_MESSAGE_CHARS = 4000
 # Calls on threads time out in steps of a thousandth of the timeout, at least this many
 # seconds: all calls whose deadline falls in one step share one timer, not one each.
 _SHORTEST_DEADLINE_STEP_SECONDS = 0.01
@@ -47,15 +49,29 @@ def is_json(value: Any) -> bool:
 
 
 def describe(error: BaseException) -> str:
-    """Return `Type: message` for an exception (just `Type` if it has no message)."""
+    """Return `Type: message` for an exception (just `Type` if it has no message), fit to
+    be stored (see `storable_text`)."""
     text = str(error)
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+    return storable_text(f"{type(error).__name__}: {text}" if text else type(error).__name__)
 
 
 def format_traceback(error: BaseException) -> str:
     """Return the exception's traceback as text, trimmed to its last 8,000 characters."""
     text = "".join(traceback.format_exception(error))
-    return text[-_MAX_TRACEBACK_CHARS:]
+    return storable_text(text[-_MAX_TRACEBACK_CHARS:], limit=_MAX_TRACEBACK_CHARS)
+
+
+def storable_text(text: str, *, limit: int = _MAX_MESSAGE_CHARS) -> str:
+    """Return `text` as every database can store it: no NUL (PostgreSQL refuses it), no
+    lone surrogate (not UTF-8), at most `limit` characters. An error message comes from
+    user code and may hold anything; one refused value must not fail a batch of writes."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\\0")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", errors="replace").decode("utf-8")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class FunctionCaller:
@@ -95,7 +111,15 @@ class FunctionCaller:
             semaphore = None
             if function.max_concurrency is not None:
                 semaphore = self._semaphore(function)
-                await semaphore.acquire()
+                try:
+                    # Bounded like a thread slot: stuck calls may hold every place.
+                    async with asyncio.timeout(self._settings.attempt_timeout):
+                        await semaphore.acquire()
+                except TimeoutError:
+                    raise NoFreeThreadError(
+                        f"{function.name!r} had all its max_concurrency places taken for "
+                        f"{self._settings.attempt_timeout:g} s"
+                    ) from None
             return await self._call_on_thread(function, args, kwargs, semaphore)
         if function.max_concurrency is None:
             return await self._call(function, args, kwargs)
@@ -156,10 +180,11 @@ class FunctionCaller:
         group.add(future)
         try:
             result = await future
-        except BaseException:
+        except BaseException as error:
             if call.mark_stuck():  # still running on its thread
                 call.replaced = self.slots.call_stuck()
-                self._on_stuck(function.name, self.slots.stuck)
+                if isinstance(error, TimeoutError):  # not a cancel at shutdown
+                    self._on_stuck(function.name, self.slots.stuck)
             else:
                 self.slots.release()
                 _release(semaphore)

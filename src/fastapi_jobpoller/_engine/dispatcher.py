@@ -9,6 +9,7 @@ thread pool, never on the event loop.
 """
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -295,8 +296,11 @@ class Dispatcher:
         """Claim and start what is due; return whether there may be more right now."""
         room = self._settings.async_concurrency - len(self._in_flight)
         if room <= 0:
+            # Full: wait for room, still beating, so a busy engine never reads as dead.
             self._room.clear()
-            await self._room.wait()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._room.wait(), timeout=self._settings.idle_wait_seconds)
+            self.cycles.beat()
             return True
         now = utcnow()
         lease_until = now + timedelta(seconds=self._settings.lease_seconds)
@@ -342,25 +346,31 @@ class Dispatcher:
             limit=room,
             functions=functions,
         )
-        if room > len(runs):
+        self._start_runs(runs)  # before the tick claim: should it fail, these still run
+        claimed = len(runs)
+        if room > claimed:
             ticks = await run_in(
                 self._database_pool,
                 self._runs.claim_ticks,
                 worker=self.worker_id,
                 now=now,
                 lease_until=lease_until,
-                limit=min(room - len(runs), self._settings.claim_batch_size),
+                limit=min(room - claimed, self._settings.claim_batch_size),
                 functions=functions,
             )
-            runs += ticks.runs
+            self._start_runs(ticks.runs)
+            claimed += len(ticks.runs)
             for job in ticks.quarantined:
                 self._job_runner.report_quarantined(job)
+        return claimed
+
+    def _start_runs(self, runs: list[dict[str, Any]]) -> None:
+        """Start the claimed runs to execute; report those recorded without running."""
         for run in runs:
             if run["state"] == JobRunState.RUNNING.value:
                 self._spawn(self._job_runner.run(run), "run", run["id"])
             else:
                 self._job_runner.report_unrun(run)
-        return len(runs)
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None], kind: str, row_id: str) -> None:
         task = asyncio.create_task(coroutine)

@@ -6,6 +6,7 @@ delays or loses its own deliveries.
 """
 
 import asyncio
+import collections
 import contextlib
 import logging
 import time
@@ -60,7 +61,9 @@ class EventBus:
         self._subscriptions: list[_Subscription] = []
         self._running = False
         # When each (type, row, error) was last logged at WARNING or above.
-        self._said: dict[tuple[EventType, str, str | None], float] = {}
+        self._said: collections.OrderedDict[tuple[EventType, str, str | None], float] = (
+            collections.OrderedDict()
+        )
 
     def subscribe(self, listener: Listener, types: Iterable[EventType] = ()) -> None:
         """Call `listener` for every event of `types` (all types if none are given)."""
@@ -123,10 +126,14 @@ class EventBus:
         said = self._said.get(key)
         if said is not None and now - said < _REPEAT_AFTER_SECONDS:
             return True
-        if len(self._said) >= _SAID_KEPT:
-            cutoff = now - _REPEAT_AFTER_SECONDS
-            self._said = {k: at for k, at in self._said.items() if at > cutoff}
+        # Oldest first: drop what is past the minute, and past the size bound the oldest.
+        while self._said and (
+            len(self._said) >= _SAID_KEPT
+            or now - next(iter(self._said.values())) >= _REPEAT_AFTER_SECONDS
+        ):
+            self._said.popitem(last=False)
         self._said[key] = now
+        self._said.move_to_end(key)
         return False
 
     def publish(self, event_type: EventType, worker_id: str, **fields: Any) -> None:

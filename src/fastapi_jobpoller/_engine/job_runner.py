@@ -2,6 +2,7 @@
 
 import time
 from concurrent.futures import Executor
+from datetime import timedelta
 from typing import Any
 
 from .._storage.run_store import RunStore
@@ -12,6 +13,7 @@ from .caller import FunctionCaller, describe, format_traceback, is_json
 from .event_bus import EventBus
 from .outages import write_through_outages
 from .registry import Registry
+from .thread_slots import NoFreeThreadError
 
 __all__ = ["JobRunner"]
 
@@ -21,6 +23,10 @@ _EVENT_OF_UNRUN_STATE = {
     # Given up on after its workers were lost too often.
     JobRunState.FAILED: EventType.JOB_ERROR,
 }
+
+
+# A run that found no free thread is tried again this much later.
+_NO_THREAD_RETRY_SECONDS = 1.0
 
 
 class JobRunner:
@@ -85,6 +91,16 @@ class JobRunner:
             function = self._registry.get("job", run["function"])
             value = await self._caller.call(function, **function.bind_arguments(run["arguments"]))
             result = value if is_json(value) else repr(value)
+        except NoFreeThreadError:
+            # It never ran: the run goes back to the queue, its attempt uncounted.
+            await write_through_outages(
+                self._database_pool,
+                self._store.put_back,
+                run,
+                worker=self._worker_id,
+                at=utcnow() + timedelta(seconds=_NO_THREAD_RETRY_SECONDS),
+            )
+            return
         except Exception as exc:
             state, error, trace = JobRunState.FAILED, describe(exc), format_traceback(exc)
             if isinstance(exc, TimeoutError):

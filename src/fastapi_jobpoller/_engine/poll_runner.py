@@ -1,10 +1,11 @@
 """One poll attempt, from the claimed row to the stored outcome and its callbacks.
 
-Pending outcomes are handed to the write buffer (`WriteBack`) (written back in batches);
+Pending outcomes are handed to the write buffer (`WriteBack`, written back in batches);
 terminal ones are written at once, fenced, and then their callbacks run: the stored
 terminal state is the outbox, so callbacks run at least once even across a crash.
 """
 
+import dataclasses
 import random
 import time
 import uuid
@@ -21,7 +22,7 @@ from ..events import EventType
 from ..exceptions import FunctionNotFoundError
 from ..models import PollInfo, PollState
 from ..outcomes import Done, Failed, Pending
-from .caller import FunctionCaller, describe, format_traceback, is_json
+from .caller import FunctionCaller, describe, format_traceback, is_json, storable_text
 from .event_bus import EventBus
 from .outages import write_through_outages
 from .registry import Registry
@@ -302,7 +303,23 @@ class PollRunner:
                 now=now,
             )
             return
-        name, failed_with = failure
+        await self._callback_failed(row, *failure, now)
+
+    async def _callback_failed(
+        self, row: dict[str, Any], name: str, failed_with: Exception, now: datetime
+    ) -> None:
+        """Schedule the next delivery of a poll's callbacks, or give up on them."""
+        if isinstance(failed_with, NoFreeThreadError):  # it never ran: not a delivery
+            await write_through_outages(
+                self._database_pool,
+                self._store.release_for_retry,
+                row["id"],
+                worker=self._worker_id,
+                at=now + timedelta(seconds=self._settings.callback_retry_seconds),
+                give_up=False,
+                count=False,
+            )
+            return
         tries = row.get("callback_attempts", 0) + 1
         give_up = tries >= self._settings.callback_max_attempts
         delay = min(
@@ -342,4 +359,6 @@ def _checked_outcome(value: object) -> Pending | Done | Failed | AttemptError:
         return AttemptError(f"{type(value).__name__} holds a value that is not JSON")
     if isinstance(value, Pending) and value.retry_after is not None and value.retry_after < 0:
         return AttemptError("Pending.retry_after must not be negative")
+    if isinstance(value, Failed) and value.reason != storable_text(str(value.reason)):
+        return dataclasses.replace(value, reason=storable_text(str(value.reason)))
     return value

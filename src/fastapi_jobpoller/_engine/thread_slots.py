@@ -33,9 +33,11 @@ class ThreadCall:
         "_func",
         "_kwargs",
         "_on_return",
+        "abandoned",
         "finished",
         "replaced",
         "semaphore",
+        "started",
         "stuck",
     )
 
@@ -48,6 +50,8 @@ class ThreadCall:
     ) -> None:
         self._func, self._args, self._kwargs = func, args, kwargs
         self._on_return = on_return
+        self.started = False
+        self.abandoned = False
         self.finished = False
         self.stuck = False
         # Whether its slot was given back when it got stuck (see `ThreadSlots.call_stuck`).
@@ -56,6 +60,10 @@ class ThreadCall:
         self.semaphore: asyncio.Semaphore | None = None
 
     def __call__(self) -> Any:
+        with _STUCK_LOCK:
+            if self.abandoned:  # its caller gave up before a thread took it: never run
+                return None
+            self.started = True
         try:
             return self._func(*self._args, **self._kwargs)
         finally:
@@ -66,8 +74,12 @@ class ThreadCall:
                 self._on_return(self)
 
     def mark_stuck(self) -> bool:
-        """Mark the call stuck (its caller gave up); False if it had just returned."""
+        """Mark the call stuck (its caller gave up while it runs); return False if it
+        returned already, or had not started (then it never will)."""
         with _STUCK_LOCK:
+            if not self.started:
+                self.abandoned = True
+                return False
             if self.finished:
                 return False
             self.stuck = True
@@ -111,6 +123,8 @@ class ThreadSlots:
             async with asyncio.timeout(wait_seconds):
                 await waiter
         except TimeoutError:
+            if waiter.done() and not waiter.cancelled():
+                return  # handed a slot in the very turn its time ran out: it keeps it
             raise NoFreeThreadError(
                 f"no thread was free for {wait_seconds:g} s: {self.stuck} stuck, "
                 f"{self.busy} of {self.size} busy"

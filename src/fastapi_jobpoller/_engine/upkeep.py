@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 # A job this late was not claimed by any process: none that runs registers its function
 # (claims look for due ticks several times a second).
 _UNCLAIMED_AFTER = timedelta(seconds=60)
-# Records re-checked per look; the rest wait for the next one.
+# Records read per query of a look (every record is looked at, oldest first).
 _RECHECK_BATCH = 500
 
 
@@ -87,13 +87,20 @@ class Upkeep:
     def look(self, now: datetime) -> UpkeepReport:
         """Release the set-aside rows found fixed or gone; find unclaimed jobs (blocking)."""
         report = UpkeepReport()
-        for record in self._quarantine.list_records(limit=_RECHECK_BATCH):
-            kind, row_id = record["kind"], record["row_id"]
-            if self._fixed(kind, row_id, now):
-                self._quarantine.release(kind, [row_id])
-                if kind == "poll":
-                    self._polls.unpark(row_id, now=now)
-                report.released += 1
+        offset = 0
+        while records := self._quarantine.list_records(
+            oldest_first=True, limit=_RECHECK_BATCH, offset=offset
+        ):
+            for record in records:
+                kind, row_id = record["kind"], record["row_id"]
+                if not self._fixed(kind, row_id, now):
+                    offset += 1
+                elif kind == "poll":
+                    self._polls.release(row_id, now=now)  # one transaction with the unpark
+                    report.released += 1
+                else:
+                    self._quarantine.release(kind, [row_id])
+                    report.released += 1
         report.quarantined = sum(self._quarantine.count().values())
         mine = set(self._registry.names("job"))
         for job in self._jobs.overdue(before=now - _UNCLAIMED_AFTER):
@@ -104,7 +111,11 @@ class Upkeep:
     def _fixed(self, kind: str, row_id: str, now: datetime) -> bool:
         if kind == "poll":
             row = self._polls.get(row_id)
-            return row is None or poll_problem(row) is None
+            if row is None:
+                return True
+            # An ended poll with no callbacks to deliver needs nothing of the engine any more.
+            needs_engine = row["state"] in ("pending", "running") or row["callbacks_pending"]
+            return not needs_engine or poll_problem(row) is None
         try:
             job = self._jobs.get(row_id)
         except JobNotFoundError:

@@ -1,7 +1,7 @@
 """Keeping what the engine holds: lease renewal and the batched write-back of outcomes.
 
 Attempts that leave their poll pending hand their outcome to `queue`; one task writes
-the buffer back in batches (fenced by lease owner and attempt count, in `PollStore`).
+the buffer back in batches (fenced by lease owner and attempt count, in `AttemptStore`).
 Another task renews the leases of the rows this process works on, including rows whose
 outcome still waits in the buffer, so no other process claims them meanwhile.
 """
@@ -108,29 +108,56 @@ class WriteBack:
         await asyncio.gather(write_loop, return_exceptions=True)
 
     async def flush(self) -> None:
-        """Write what the buffer holds now; on failure it goes back to the buffer.
+        """Write what the buffer holds now; in an outage it goes back to the buffer.
 
         If the caller is cancelled meanwhile, the batch is not put back: its transaction
         may commit all the same in the database thread, and it must not be written twice.
+        A batch the database refuses (not an outage) is written again row by row, so that
+        one refused row is dropped alone (its poll runs again once its lease expires).
         """
         updates, self._pending_writes = self._pending_writes, []
         history, self._pending_history = self._pending_history, []
         if not updates:
             return
         try:
-            await run_in(
-                self._database_pool,
-                self._polls.write_pending,
-                updates,
-                worker=self._worker_id,
-                history=history,
-            )
+            await self._write(updates, history)
         except asyncio.CancelledError:
             raise
-        except BaseException:
+        except DatabaseUnavailableError:
             self._pending_writes[:0] = updates
             self._pending_history[:0] = history
             raise
+        except Exception:
+            await self._write_one_by_one(updates, history)
+
+    async def _write(self, updates: list[dict[str, Any]], history: list[dict[str, Any]]) -> None:
+        await run_in(
+            self._database_pool,
+            self._polls.write_pending,
+            updates,
+            worker=self._worker_id,
+            history=history,
+        )
+
+    async def _write_one_by_one(
+        self, updates: list[dict[str, Any]], history: list[dict[str, Any]]
+    ) -> None:
+        for update in updates:
+            own = [h for h in history if h["poll_id"] == update["id"]]
+            try:
+                await self._write([update], own)
+            except DatabaseUnavailableError:
+                self._pending_writes.append(update)  # the outage: written when it is back
+                self._pending_history.extend(own)
+                raise
+            except Exception as error:
+                logger.error(
+                    "the outcome of an attempt of poll %r was refused and is dropped; the poll "
+                    "runs again when its lease expires: %s",
+                    update["id"],
+                    error,
+                    extra={"event": "outcome_refused", "poll_id": update["id"]},
+                )
 
     async def renew_loop(self) -> None:
         """Extend the leases of everything held, every third of a lease."""
@@ -184,7 +211,7 @@ class WriteBack:
         """Write what is buffered, then hand every lease back, even if the write failed."""
         try:
             await self.flush()
-        except DATABASE_ERRORS as error:
+        except Exception as error:  # whatever it was, the leases are handed back below
             logger.warning(
                 "could not write the last poll outcomes at shutdown; their polls run again: %s",
                 error,

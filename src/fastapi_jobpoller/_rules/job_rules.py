@@ -1,6 +1,6 @@
 """What a due tick of a scheduled job becomes: a run, a missed tick or a skipped one.
 
-Called by the claim (`JobStore.claim_ticks`) inside the transaction that holds the job's
+Called by the claim (`RunStore.claim_ticks`) inside the transaction that holds the job's
 row, so that the decision and its record are one. Pure: the clock, the job's settings and
 the number of its runs in flight are all parameters.
 """

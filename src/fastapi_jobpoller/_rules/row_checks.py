@@ -32,9 +32,11 @@ def describe_error(error: BaseException) -> str:
 
 
 def job_problem(row: Mapping[str, Any], *, default_zone: str, now: datetime) -> str | None:
-    """Return why a stored job cannot be scheduled, or None if it can."""
-    if not isinstance(row.get("arguments"), dict):
-        return f"its arguments are not a JSON object: {_shown(row.get('arguments'))}"
+    """Return why a stored job cannot be scheduled, or None if it can.
+
+    Only the trigger decides: a job with malformed arguments still ticks, and each of its
+    runs fails with the reason (a run is a row of its own).
+    """
     try:
         trigger = TRIGGER_ADAPTER.validate_python(row.get("trigger"))
         first_fire_time(trigger, default_zone=default_zone, now=now)

@@ -125,6 +125,16 @@ class AttemptStore:
             landed = self._landed(connection, updates) if history else set()
             kept = [h for h in history if (h["poll_id"], h["attempt"]) in landed]
             if kept:
+                # A batch written again after a commit whose answer was lost finds its
+                # rows already stored: they are not inserted twice.
+                attempts, stored = self._attempts, set[str]()
+                for chunk in _chunks([h["id"] for h in kept]):
+                    found = connection.execute(
+                        sa.select(attempts.c.id).where(attempts.c.id.in_(chunk))
+                    )
+                    stored.update(found.scalars())
+                kept = [h for h in kept if h["id"] not in stored]
+            if kept:
                 connection.execute(sa.insert(self._attempts), kept)
 
     def _pending_statement(self) -> sa.Update:
@@ -153,10 +163,11 @@ class AttemptStore:
     def _landed(
         self, connection: Connection, updates: Sequence[Mapping[str, Any]]
     ) -> set[tuple[str, int]]:
-        """Return `(poll id, fencing token)` of the updates that this transaction wrote.
+        """Return `(poll id, fencing token)` of the updates whose values the rows now hold.
 
         A landed update left its poll pending, unleased, with its own `updated_at` and
-        attempt count; a fenced-off one left the row as another process or a cancel made it.
+        attempt count (written by this transaction, or by an earlier try of the same
+        batch); a fenced-off one left the row as another process or a cancel made it.
         """
         table = self._table
         stored: dict[str, tuple[int, datetime]] = {}
@@ -222,7 +233,7 @@ class AttemptStore:
 
         An active poll goes back to pending with its attempt uncounted (none ran) and the
         reason in `error`; an ended one keeps its state, result and error, its callbacks
-        still pending. Either way it has no `next_poll_at` until it is unparked.
+        still pending. Either way it has no `next_poll_at` until it is released.
         """
         table = self._table
         active = row["state"] in ACTIVE_STATES
@@ -273,15 +284,18 @@ class AttemptStore:
                 )
             )
 
-    def release_for_retry(self, poll_id: str, *, worker: str, at: datetime, give_up: bool) -> None:
-        """Count a failed callback delivery; try again at `at`, or give up for good."""
+    def release_for_retry(
+        self, poll_id: str, *, worker: str, at: datetime, give_up: bool, count: bool = True
+    ) -> None:
+        """Count a failed callback delivery (unless `count` is false: it never ran); try
+        again at `at`, or give up for good."""
         table = self._table
         with self._db.transaction() as connection:
             connection.execute(
                 sa.update(table)
                 .where(table.c.id == poll_id, table.c.lease_owner == worker)
                 .values(
-                    callback_attempts=table.c.callback_attempts + 1,
+                    callback_attempts=table.c.callback_attempts + (1 if count else 0),
                     callbacks_pending=not give_up,
                     next_poll_at=None if give_up else at,
                     lease_owner=None,

@@ -196,8 +196,9 @@ def retry_lock_conflicts(cls: type[T]) -> type[T]:
     """Make every public method of a store class retry a transaction that lost a lock
     conflict, a few times after a short random pause; past that it raises.
 
-    Each such method is one transaction, rolled back when it loses: running it again is
-    safe, and is what a deadlock asks for.
+    A transaction that loses is rolled back whole: running the method again is safe (the
+    few methods made of several transactions, such as pruning, repeat only idempotent
+    work), and is what a deadlock asks for.
     """
     for name, member in list(vars(cls).items()):
         if not name.startswith("_") and callable(member):

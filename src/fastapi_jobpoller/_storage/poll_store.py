@@ -1,4 +1,4 @@
-"""Queries on the polls table for the API: submit, read, list, count, cancel, unpark.
+"""Queries on the polls table for the API: submit, read, list, count, cancel, release.
 
 The engine's side (claims, fenced outcome writes, leases) is in `attempt_store.py`.
 Every function is synchronous and runs in a worker thread, never on the event loop.
@@ -133,27 +133,42 @@ class PollStore:
                 raise InvalidStateError(f"poll {poll_id!r} has already ended")
             if callbacks:
                 self._db.announce_change(connection, "polls")
+            # Cancelled: whatever set it aside no longer stops anything.
+            quarantine = self._quarantine
+            connection.execute(
+                sa.delete(quarantine).where(
+                    quarantine.c.kind == "poll", quarantine.c.row_id == poll_id
+                )
+            )
             row = connection.execute(sa.select(table).where(table.c.id == poll_id)).one()
         return dict(row._mapping)
 
-    def unpark(self, poll_id: str, *, now: datetime) -> bool:
-        """Make a parked poll (set aside, no `next_poll_at`) due now; return whether it was.
-
-        A poll is parked when it has not ended, or has callbacks to deliver, and no
-        process holds it, yet no time is set for it.
-        """
-        table = self._table
+    def release(self, poll_id: str, *, now: datetime) -> None:
+        """Release a poll found fixed: delete its quarantine record and, in the same
+        transaction, make it due now if it is parked (no `next_poll_at`, no lease, not
+        ended or with callbacks to deliver). An active poll's `error` (the reason it was
+        set aside) is cleared; an ended one keeps its own."""
+        table, quarantine = self._table, self._quarantine
+        parked = (
+            table.c.id == poll_id,
+            table.c.next_poll_at.is_(None),
+            table.c.lease_owner.is_(None),
+        )
         with self._db.transaction() as connection:
-            result = connection.execute(
+            active = connection.execute(
                 sa.update(table)
-                .where(
-                    table.c.id == poll_id,
-                    table.c.next_poll_at.is_(None),
-                    table.c.lease_owner.is_(None),
-                    sa.or_(table.c.state.in_(ACTIVE_STATES), table.c.callbacks_pending),
-                )
+                .where(*parked, table.c.state.in_(ACTIVE_STATES))
                 .values(next_poll_at=now, error=None, updated_at=now)
             )
-            if result.rowcount:
+            ended = connection.execute(
+                sa.update(table)
+                .where(*parked, table.c.state.not_in(ACTIVE_STATES), table.c.callbacks_pending)
+                .values(next_poll_at=now, updated_at=now)
+            )
+            connection.execute(
+                sa.delete(quarantine).where(
+                    quarantine.c.kind == "poll", quarantine.c.row_id == poll_id
+                )
+            )
+            if active.rowcount or ended.rowcount:
                 self._db.announce_change(connection, "polls")
-        return bool(result.rowcount)

@@ -3,7 +3,7 @@
 The claim and the batched write-back of pending outcomes go to the driver as text, with
 values converted once here: SQLAlchemy's processing of every value of every row was the
 larger part of these calls. They lock, fence and change exactly what the generic paths in
-`poll_store.py` do.
+`attempt_store.py` do.
 """
 
 from collections.abc import Mapping, Sequence
@@ -37,7 +37,7 @@ class PsycopgPollPaths:
     def claim(
         self, *, worker: str, now: datetime, lease_until: datetime, limit: int
     ) -> list[dict[str, Any]]:
-        """`PollStore.claim` in one statement: lock, lease and read back the rows, by due time.
+        """`AttemptStore.claim` in one statement: lock, lease and read back the rows, by due time.
 
         The same rows and values as the generic path, with one round trip instead of a
         SELECT and an UPDATE (whose id list alone is as long as the batch). The statement
@@ -96,7 +96,7 @@ class PsycopgPollPaths:
     def update_pending(
         self, connection: Connection, updates: Sequence[Mapping[str, Any]], *, worker: str
     ) -> None:
-        """`PollStore.write_pending`'s UPDATEs: the same statement per row, fenced the same
+        """`AttemptStore.write_pending`'s UPDATEs: the same statement per row, fenced the same
         way, but the rows go to the driver as they are (it pipelines them).
 
         SQLAlchemy's processing of every parameter of every row was the larger part of

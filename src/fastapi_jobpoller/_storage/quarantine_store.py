@@ -58,11 +58,17 @@ class QuarantineStore:
         self._table = database.tables.quarantine
 
     def list_records(
-        self, *, kind: Kind | None = None, limit: int = 100, offset: int = 0
+        self,
+        *,
+        kind: Kind | None = None,
+        oldest_first: bool = False,
+        limit: int = 100,
+        offset: int = 0,
     ) -> list[dict[str, Any]]:
-        """Return records, the most recent first."""
+        """Return records, the most recent first (or the oldest)."""
         table = self._table
-        query = sa.select(table).order_by(table.c.found_at.desc(), table.c.row_id)
+        found_at = table.c.found_at if oldest_first else table.c.found_at.desc()
+        query = sa.select(table).order_by(found_at, table.c.kind, table.c.row_id)
         if kind is not None:
             query = query.where(table.c.kind == kind)
         with self._db.transaction(read_only=True) as connection:

@@ -282,15 +282,46 @@ class RunStore:
                     due_at=None,
                 )
             )
-            connection.execute(
-                sa.delete(jobs).where(
-                    jobs.c.id == run["job_id"],
-                    jobs.c.next_run_at.is_(None),
-                    jobs.c.paused.is_(False),
-                    ~is_quarantined(self._quarantine, "job", jobs.c.id),
+            if written.rowcount and job_is_spent(
+                None, self._running(connection, run["job_id"], now)
+            ):
+                # Its last run ended: a job with no tick left goes (not paused, not set aside).
+                connection.execute(
+                    sa.delete(jobs).where(
+                        jobs.c.id == run["job_id"],
+                        jobs.c.next_run_at.is_(None),
+                        jobs.c.paused.is_(False),
+                        ~is_quarantined(self._quarantine, "job", jobs.c.id),
+                    )
+                )
+        return bool(written.rowcount)
+
+    def put_back(self, run: Mapping[str, Any], *, worker: str, at: datetime) -> bool:
+        """Queue again a run this worker holds but could not start; its attempt uncounted.
+
+        Returns:
+            Whether it landed (False: the lease was lost meanwhile).
+        """
+        runs = self._runs
+        with self._db.transaction() as connection:
+            result = connection.execute(
+                sa.update(runs)
+                .where(
+                    runs.c.id == run["id"],
+                    runs.c.worker == worker,
+                    runs.c.attempt == run["attempt"],
+                    runs.c.state == JobRunState.RUNNING.value,
+                )
+                .values(
+                    state=JobRunState.QUEUED.value,
+                    due_at=at,
+                    worker=None,
+                    started_at=None,
+                    attempt=run["attempt"] - 1,
                 )
             )
-        return bool(written.rowcount)
+            self._db.announce_change(connection)
+        return bool(result.rowcount)
 
     def renew_leases(self, run_ids: Sequence[str], *, worker: str, lease_until: datetime) -> int:
         """Extend this worker's leases on the runs it is executing."""

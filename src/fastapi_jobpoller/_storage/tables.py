@@ -13,8 +13,9 @@ from sqlalchemy.engine import Dialect
 
 __all__ = ["ID_LENGTH", "SCHEMA_VERSION", "Tables", "UTCDateTime", "naive_utc", "utcnow"]
 
-# Bumped with every change to the tables below; a database at another version is refused
-# at start rather than misread.
+# Bumped with every change to the tables below that a database must be migrated for; a
+# database at another version is refused at start rather than misread. A new table (such
+# as `quarantine`) needs no bump: `create_tables` adds it.
 SCHEMA_VERSION = 1
 
 # 191 characters of utf8mb4 is the longest VARCHAR that MySQL/MariaDB can index with the

@@ -1,7 +1,7 @@
 """The management API: `get_jobs_router(poller)` builds it, closing over the poller.
 
 The routes are added by one module per resource (`_polls.py`, `_jobs.py`, `_history.py`);
-errors are mapped by the route class of `errors.py`.
+errors are mapped by the route class of `_errors.py`.
 """
 
 # No `from __future__ import annotations`: FastAPI must see the real annotations.
