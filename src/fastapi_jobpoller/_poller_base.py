@@ -4,6 +4,7 @@ and the checks its poll and job methods both make."""
 import json
 import os
 import socket
+import unicodedata
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -42,15 +43,26 @@ def check_id(kind: str, value: str) -> str:
     """Return `value` if it can be stored as an id.
 
     Raises:
-        InvalidArgumentsError: It is empty, too long, padded, or holds a NUL character
-            (which PostgreSQL cannot store in a text column).
+        InvalidArgumentsError: It is empty, too long, padded, or holds a control
+            character: a NUL (PostgreSQL cannot store one), a line break (it would forge
+            a log line) or a bidirectional override (it would disguise one).
     """
-    if not value or len(value) > ID_LENGTH or value.strip() != value or "\x00" in value:
+    if not value or len(value) > ID_LENGTH or value.strip() != value:
         raise InvalidArgumentsError(
-            f"a {kind} id must be 1 to {ID_LENGTH} characters without surrounding "
-            "spaces or NUL characters"
+            f"a {kind} id must be 1 to {ID_LENGTH} characters without surrounding spaces"
+        )
+    if any(unicodedata.category(ch) == "Cc" or ch in _BIDI_CONTROLS for ch in value):
+        raise InvalidArgumentsError(
+            f"a {kind} id must not hold control characters (line breaks, NUL, "
+            "bidirectional overrides)"
         )
     return value
+
+
+# Characters that reorder how text is shown (U+061C, U+200E-F, U+202A-E, U+2066-9).
+_BIDI_CONTROLS = frozenset(
+    "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+)
 
 
 def check_page(limit: int, offset: int) -> None:

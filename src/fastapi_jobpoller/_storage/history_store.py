@@ -6,7 +6,7 @@ run from every process at once: a row two processes both delete is deleted once.
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -23,10 +23,17 @@ _TERMINAL = [s.value for s in PollState if s.is_terminal]
 
 
 def _check_aware(**bounds: datetime | None) -> None:
-    """Refuse a naive time: whose wall clock would it be?"""
+    """Refuse a naive time (whose wall clock would it be?), and one that has no UTC time
+    (the first or last hours of the calendar, with a zone that pushes them past it)."""
     for name, value in bounds.items():
-        if value is not None and value.tzinfo is None:
+        if value is None:
+            continue
+        if value.tzinfo is None:
             raise InvalidArgumentsError(f"{name} needs a time zone (a naive time is ambiguous)")
+        try:
+            value.astimezone(UTC)
+        except OverflowError:
+            raise InvalidArgumentsError(f"{name} is out of range once in UTC") from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,10 +1,11 @@
 """The history routes of the management API (job runs, poll attempts) and metrics."""
 
 # No `from __future__ import annotations`: FastAPI must see the real annotations.
-from typing import Annotated, Any
+import re
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Response
-from pydantic import AwareDatetime
+from pydantic import AwareDatetime, BeforeValidator
 
 from ..models import JobRunInfo, JobRunState, PollAttemptInfo
 from ._params import NameQuery, Offset, PathId, RouteContext, page, responses
@@ -12,14 +13,34 @@ from .schemas import Page
 
 __all__ = ["add_history_routes"]
 
+AttemptOutcome = Literal["pending", "error", "succeeded", "failed", "timed_out"]
+"""What a recorded attempt did (the `outcome` of `PollAttemptInfo`)."""
+
+
+def _not_a_number(value: object) -> object:
+    if isinstance(value, int | float) or (
+        isinstance(value, str) and _NUMBER.fullmatch(value.strip())
+    ):
+        raise ValueError("give an ISO 8601 date-time with a time zone, e.g. 2030-01-01T00:00:00Z")
+    return value
+
+
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+IsoTime = Annotated[AwareDatetime, BeforeValidator(_not_a_number)]
+
 
 def add_history_routes(router: APIRouter, context: RouteContext) -> None:
     """Add `/runs`, `/polls/{id}/attempts` and, if enabled, `/metrics` to `router`."""
     poller, settings = context.poller, context.poller.settings
     Limit = Annotated[int, Query(ge=1, le=settings.max_page_size, description="Page size.")]
-    # With a time zone (`Z` or `+02:00`): a naive time would be ambiguous.
-    Since = Annotated[AwareDatetime | None, Query(description="Earliest time, inclusive.")]
-    Until = Annotated[AwareDatetime | None, Query(description="Latest time, exclusive.")]
+    # With a time zone (`Z` or `+02:00`): a naive time would be ambiguous. ISO 8601 only:
+    # pydantic would read a bare number as a Unix timestamp.
+    Since = Annotated[
+        IsoTime | None, Query(description="Earliest time, inclusive (ISO 8601, with a zone).")
+    ]
+    Until = Annotated[
+        IsoTime | None, Query(description="Latest time, exclusive (ISO 8601, with a zone).")
+    ]
     default_limit = context.default_limit
 
     @router.get(
@@ -61,7 +82,7 @@ def add_history_routes(router: APIRouter, context: RouteContext) -> None:
     )
     async def list_attempts(
         poll_id: PathId,
-        outcome: Annotated[list[str] | None, Query(max_length=16)] = None,
+        outcome: Annotated[list[AttemptOutcome] | None, Query()] = None,
         since: Since = None,
         until: Until = None,
         limit: Limit = default_limit,
