@@ -267,12 +267,7 @@ class RunStore:
         with self._db.transaction() as connection:
             written = connection.execute(
                 sa.update(runs)
-                .where(
-                    runs.c.id == run["id"],
-                    runs.c.worker == worker,
-                    runs.c.attempt == run["attempt"],
-                    runs.c.state == JobRunState.RUNNING.value,
-                )
+                .where(*self._held(run, worker))
                 .values(
                     state=state.value,
                     result=result,
@@ -296,6 +291,16 @@ class RunStore:
                 )
         return bool(written.rowcount)
 
+    def _held(self, run: Mapping[str, Any], worker: str) -> tuple[Any, ...]:
+        """The fence of a run's write: still running, leased by `worker`, same attempt."""
+        runs = self._runs
+        return (
+            runs.c.id == run["id"],
+            runs.c.worker == worker,
+            runs.c.attempt == run["attempt"],
+            runs.c.state == JobRunState.RUNNING.value,
+        )
+
     def put_back(self, run: Mapping[str, Any], *, worker: str, at: datetime) -> bool:
         """Queue again a run this worker holds but could not start; its attempt uncounted.
 
@@ -306,12 +311,7 @@ class RunStore:
         with self._db.transaction() as connection:
             result = connection.execute(
                 sa.update(runs)
-                .where(
-                    runs.c.id == run["id"],
-                    runs.c.worker == worker,
-                    runs.c.attempt == run["attempt"],
-                    runs.c.state == JobRunState.RUNNING.value,
-                )
+                .where(*self._held(run, worker))
                 .values(
                     state=JobRunState.QUEUED.value,
                     due_at=at,
