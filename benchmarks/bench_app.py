@@ -45,8 +45,8 @@ _trace: list[tuple[str, float, float, int]] = []
 
 def _install_trace() -> None:
     """Time our engine's database calls (diagnostics for the profile, not the figures)."""
-    from fastapi_jobpoller._storage.job_store import JobStore
-    from fastapi_jobpoller._storage.poll_store import PollStore
+    from fastapi_jobpoller._storage.attempt_store import AttemptStore
+    from fastapi_jobpoller._storage.run_store import RunStore
 
     def traced(cls: Any, name: str) -> None:
         original = getattr(cls, name)
@@ -67,9 +67,9 @@ def _install_trace() -> None:
         setattr(cls, name, wrapper)
 
     for name in ("claim", "write_pending", "next_due", "renew_leases"):
-        traced(PollStore, name)
+        traced(AttemptStore, name)
     for name in ("claim_runs", "claim_ticks", "next_due"):
-        traced(JobStore, name)
+        traced(RunStore, name)
 
 
 def _ready() -> None:

@@ -79,7 +79,7 @@ def _trace_table(trace: Path, result: dict[str, Any] | None) -> list[str]:
             f"| `{name}` | {len(items) / window:,.1f} | {1000 * total / len(items):.2f} "
             f"| {rows:,.1f} | {100 * total / window:.0f} % |"
         )
-    sizes = sorted(count for name, _, _, count in calls if name == "PollStore.claim")
+    sizes = sorted(count for name, _, _, count in calls if name == "AttemptStore.claim")
     if sizes:
         buckets = [(0, 0), (1, 9), (10, 49), (50, 199), (200, 499), (500, 10**9)]
         lines += [
