@@ -284,8 +284,11 @@ async def test_a_restart_does_not_reset_a_polls_timeout(make_poller: PollerFacto
         poll = await first.start_poll("forever", interval=0.05, timeout=timeout)
         before = await poll_until(first, poll.id, lambda p: p.attempts >= 2)
     assert poll.deadline is not None
-    # Stay down a while: a timeout counted from the restart would end this much later.
-    await anyio.sleep(0.3)
+    # Stay down until a second before the deadline: a timeout counted from the restart
+    # would then end about two seconds after the stored one, room enough for a loaded
+    # machine to record the stored one late.
+    down_until = poll.deadline - timedelta(seconds=1)
+    await anyio.sleep(max((down_until - datetime.now(UTC)).total_seconds(), 0.3))
     restarted_at = datetime.now(UTC)
     second = make_poller()
     register(second)
