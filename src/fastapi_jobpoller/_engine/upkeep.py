@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from .._rules.row_checks import job_problem, poll_problem
 from .._storage.job_store import JobStore
 from .._storage.poll_store import PollStore
+from .._storage.poll_store_pg import ACTIVE_STATES
 from .._storage.quarantine_store import QuarantineStore
 from .._storage.tables import utcnow
 from ..config import JobPollerSettings
@@ -96,7 +97,7 @@ class Upkeep:
                 if not self._fixed(kind, row_id, now):
                     offset += 1
                 elif kind == "poll":
-                    self._polls.release(row_id, now=now)  # one transaction with the unpark
+                    self._polls.release(row_id, now=now)  # record and parking in one transaction
                     report.released += 1
                 else:
                     self._quarantine.release(kind, [row_id])
@@ -114,7 +115,7 @@ class Upkeep:
             if row is None:
                 return True
             # An ended poll with no callbacks to deliver needs nothing of the engine any more.
-            needs_engine = row["state"] in ("pending", "running") or row["callbacks_pending"]
+            needs_engine = row["state"] in ACTIVE_STATES or row["callbacks_pending"]
             return not needs_engine or poll_problem(row) is None
         try:
             job = self._jobs.get(row_id)

@@ -18,7 +18,7 @@ from .._rules.row_checks import describe_error
 from ..exceptions import InvalidTriggerError, JobConflictError, JobNotFoundError
 from ..triggers import TRIGGER_ADAPTER, Trigger
 from .database import Database, retry_lock_conflicts
-from .quarantine_store import is_quarantined
+from .quarantine_store import forget_quarantine, is_quarantined
 
 __all__ = ["JobStore"]
 
@@ -178,10 +178,7 @@ class JobStore:
         return first_fire_time(trigger, default_zone=self._zone, now=now)
 
     def _release_quarantine(self, connection: Connection, job_id: str) -> None:
-        quarantine = self._quarantine
-        connection.execute(
-            sa.delete(quarantine).where(quarantine.c.kind == "job", quarantine.c.row_id == job_id)
-        )
+        forget_quarantine(connection, self._quarantine, kind="job", row_id=job_id)
 
     def overdue(self, *, before: datetime, limit: int = 100) -> list[dict[str, Any]]:
         """Return jobs whose next tick was due before `before`, not paused nor set aside."""

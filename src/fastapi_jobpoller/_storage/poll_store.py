@@ -15,6 +15,7 @@ from ..exceptions import InvalidStateError, PollConflictError, PollNotFoundError
 from ..models import PollState
 from .database import Database, retry_lock_conflicts
 from .poll_store_pg import ACTIVE_STATES
+from .quarantine_store import forget_quarantine
 
 __all__ = ["PollStore"]
 
@@ -134,12 +135,7 @@ class PollStore:
             if callbacks:
                 self._db.announce_change(connection, "polls")
             # Cancelled: whatever set it aside no longer stops anything.
-            quarantine = self._quarantine
-            connection.execute(
-                sa.delete(quarantine).where(
-                    quarantine.c.kind == "poll", quarantine.c.row_id == poll_id
-                )
-            )
+            forget_quarantine(connection, self._quarantine, kind="poll", row_id=poll_id)
             row = connection.execute(sa.select(table).where(table.c.id == poll_id)).one()
         return dict(row._mapping)
 
@@ -165,10 +161,6 @@ class PollStore:
                 .where(*parked, table.c.state.not_in(ACTIVE_STATES), table.c.callbacks_pending)
                 .values(next_poll_at=now, updated_at=now)
             )
-            connection.execute(
-                sa.delete(quarantine).where(
-                    quarantine.c.kind == "poll", quarantine.c.row_id == poll_id
-                )
-            )
+            forget_quarantine(connection, quarantine, kind="poll", row_id=poll_id)
             if active.rowcount or ended.rowcount:
                 self._db.announce_change(connection, "polls")

@@ -15,7 +15,7 @@ from sqlalchemy.engine import Connection
 
 from .database import Database, retry_lock_conflicts
 
-__all__ = ["QuarantineStore", "Kind", "is_quarantined", "record_quarantine"]
+__all__ = ["Kind", "QuarantineStore", "forget_quarantine", "is_quarantined", "record_quarantine"]
 
 Kind = Literal["poll", "job"]
 
@@ -42,6 +42,11 @@ def record_quarantine(
         )
     )
     return True
+
+
+def forget_quarantine(connection: Connection, table: sa.Table, *, kind: Kind, row_id: str) -> None:
+    """Delete a row's quarantine record, if any, in the caller's transaction."""
+    connection.execute(sa.delete(table).where(table.c.kind == kind, table.c.row_id == row_id))
 
 
 def is_quarantined(table: sa.Table, kind: Kind, row_id_column: Any) -> Any:
