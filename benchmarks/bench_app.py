@@ -12,6 +12,7 @@ Designs:
 
 import contextlib
 import json
+import logging
 import sys
 import time
 import uuid
@@ -160,6 +161,10 @@ def _add_dump_route(app: FastAPI) -> None:
 
 def main() -> None:
     config: dict[str, Any] = json.loads(sys.argv[1])
+    # Warnings and errors of both designs, with their level, for run.py's log scan.
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     import fastapi_jobpoller
 
     print(f"library: {fastapi_jobpoller.__file__}", file=sys.stderr, flush=True)

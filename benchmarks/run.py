@@ -17,8 +17,10 @@ import contextlib
 import http.client
 import json
 import os
+import re
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -34,6 +36,7 @@ from bench_analysis import load_attempts, poll_figures, submit_figures
 from bench_monitor import Sampler, machine_busy_cores
 from bench_report import write_plot, write_report
 from bench_seed import drop_all, seed_apscheduler, seed_jobpoller
+from bench_stats import flags
 
 HERE = Path(__file__).resolve().parent
 DESIGNS = ("apscheduler", "jobpoller")
@@ -55,8 +58,11 @@ class Options:
     startup_polls: int
     designs: tuple[str, ...]
     keep_logs: bool
+    repeats: int = 2
     library_path: str | None = None
     jobpoller_settings: dict[str, Any] = field(default_factory=dict)
+    # Every speed check of the run, in order: the gate compares each with their median.
+    speeds: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -76,6 +82,12 @@ class Scenario:
 
 # The steady load of the submit scenarios' second phase, requests per second.
 SUBMIT_RATE = 100.0
+# The speed gate: a check more than this far from the run's median waits and repeats.
+SPEED_TOLERANCE = 0.20
+SPEED_RETRY_SECONDS = 15.0
+SPEED_MAX_WAIT = 180.0
+# Lines of either app's log that mark its window as not clean.
+LOG_ERROR = re.compile(r"\b(ERROR|CRITICAL|Traceback)\b|deadlock detected", re.IGNORECASE)
 
 
 def log(message: str) -> None:
@@ -179,7 +191,13 @@ def backend_pid_query(url: str, application_name: str) -> Any:
 
 
 def wait_until_quiet(options: Options) -> dict[str, Any]:
-    """Wait (bounded) until the rest of the machine is nearly idle; return what was seen."""
+    """Wait (bounded) until the machine is idle and at its usual speed; return what was seen.
+
+    Two gates: the rest of the machine uses at most `max_busy_cores`, and the speed check
+    is within SPEED_TOLERANCE of the run's median so far (a shared host has slow minutes;
+    a measurement taken in one would make its design look worse than it is). Past the
+    bounds the run goes on, and the result says so.
+    """
     waited = 0.0
     while True:
         busy = machine_busy_cores(2.0)
@@ -188,12 +206,65 @@ def wait_until_quiet(options: Options) -> dict[str, Any]:
         log(f"  machine busy ({busy:.2f} cores used by others); waiting")
         time.sleep(10.0)
         waited += 12.0
+    retries = 0
+    while True:
+        speed = speed_check(options)
+        reference = statistics.median(options.speeds)
+        off = abs(speed - reference) / reference
+        if off <= SPEED_TOLERANCE or retries * SPEED_RETRY_SECONDS >= SPEED_MAX_WAIT:
+            break
+        log(f"  speed check {speed:.1f} ms is {off:.0%} off the run's {reference:.1f} ms; waiting")
+        retries += 1
+        time.sleep(SPEED_RETRY_SECONDS)
     return {
         "busy_cores_before": busy,
         "loadavg_before": list(os.getloadavg()),
-        "waited": waited,
-        "speed_ms": cpu_speed_ms(),
+        "waited": waited + retries * SPEED_RETRY_SECONDS,
+        "speed_ms": speed,
+        "speed_reference_ms": reference,
+        "speed_retries": retries,
+        "speed_gate": "ok" if off <= SPEED_TOLERANCE else "slow",
     }
+
+
+def speed_check(options: Options) -> float:
+    """One speed check, kept in the run's list."""
+    speed = cpu_speed_ms()
+    options.speeds.append(speed)
+    return speed
+
+
+def calibrate(options: Options) -> None:
+    """Five speed checks a few seconds apart: the gate's first reference."""
+    for _ in range(5):
+        speed_check(options)
+        time.sleep(2.0)
+    log(f"speed check: median {statistics.median(options.speeds):.1f} ms")
+
+
+def deadlock_count(url: str) -> int | None:
+    """PostgreSQL's count of deadlocks in this database since its statistics reset."""
+    if sa.make_url(url).get_backend_name() != "postgresql":
+        return None
+    import psycopg
+
+    conninfo = sa.make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(conninfo, autocommit=True) as connection:
+        row = connection.execute(
+            "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()"
+        ).fetchone()
+    return None if row is None else int(row[0])
+
+
+def log_errors(paths: list[Path]) -> tuple[int, str]:
+    """Count error lines in the apps' logs; return the count and the first one."""
+    count, first = 0, ""
+    for path in paths:
+        for line in path.read_text(errors="replace").splitlines():
+            if LOG_ERROR.search(line):
+                count += 1
+                first = first or line.strip()[:200]
+    return count, first
 
 
 def cpu_speed_ms() -> float:
@@ -207,10 +278,14 @@ def cpu_speed_ms() -> float:
 
 
 def run_design(
-    scenario: Scenario, design: str, options: Options, profile_to: Path | None = None
+    scenario: Scenario,
+    design: str,
+    options: Options,
+    profile_to: Path | None = None,
+    repeat: int = 1,
 ) -> dict[str, Any]:
     """Run one scenario for one design; return its figures."""
-    work = options.work_dir / f"{scenario.name}-{design}"
+    work = options.work_dir / f"{scenario.name}-{design}-{repeat}"
     work.mkdir(parents=True, exist_ok=True)
     if scenario.database == "sqlite":
         database_path = work / "bench.db"
@@ -226,6 +301,7 @@ def run_design(
     result: dict[str, Any] = {
         "scenario": scenario.name,
         "design": design,
+        "repeat": repeat,
         "database": scenario.database,
         "polls": scenario.polls,
         "processes": scenario.processes,
@@ -243,6 +319,7 @@ def run_design(
     backend_pids = (
         backend_pid_query(url, application_name) if scenario.database == "postgresql" else None
     )
+    deadlocks_before = deadlock_count(url)
     apps: list[AppProcess] = []
     try:
         for number in range(scenario.processes):
@@ -325,6 +402,16 @@ def run_design(
             backend_pids.close()
         drop_all(url, PREFIX)
     result["loadavg_after"] = list(os.getloadavg())
+    deadlocks_after = deadlock_count(url)
+    if deadlocks_before is not None and deadlocks_after is not None:
+        result["pg_deadlocks"] = deadlocks_after - deadlocks_before
+    result["log_errors"], result["log_first_error"] = log_errors(
+        [work / f"app-{number}.log" for number in range(scenario.processes)]
+    )
+    result["speed_after_ms"] = speed_check(options)
+    result["speed_drift"] = (
+        abs(result["speed_after_ms"] - result["speed_ms"]) / result["speed_ms"] > SPEED_TOLERANCE
+    )
     result["window"] = [start, end]
     ids, times = load_attempts(files)
     if scenario.polls:
@@ -367,6 +454,10 @@ def summary(result: dict[str, Any]) -> str:
         parts.append(f"first attempt after {result['first_attempt_seconds']}")
     parts.append(f"app {result['cpu_app']:.0f}% rss {result['rss_peak_mib']:.0f} MiB")
     parts.append(f"load {result['loadavg_before'][0]:.2f}")
+    parts.append(f"speed {result['speed_ms']:.1f}/{result['speed_after_ms']:.1f} ms")
+    problems = flags(result)
+    if problems:
+        parts.append("NOT CLEAN: " + ", ".join(problems))
     return "  ".join(parts)
 
 
@@ -424,6 +515,9 @@ def main() -> None:
     parser.add_argument("--designs", default=",".join(DESIGNS), help="apscheduler,jobpoller")
     parser.add_argument("--max-busy-cores", type=float, default=0.3)
     parser.add_argument("--max-quiet-wait", type=float, default=300.0)
+    parser.add_argument(
+        "--repeats", type=int, help="runs per design and scenario, interleaved (default 2)"
+    )
     parser.add_argument("--output", type=Path, help="results markdown file")
     parser.add_argument("--work-dir", type=Path, help="keep raw files here")
     parser.add_argument(
@@ -452,11 +546,13 @@ def main() -> None:
         startup_polls=100_000,
         designs=tuple(args.designs.split(",")),
         keep_logs=args.work_dir is not None,
+        repeats=args.repeats or (1 if quick else 2),
         library_path=args.library_path,
         jobpoller_settings=json.loads(args.jobpoller_settings),
     )
     server = prepare_server(options.url)
     log(f"PostgreSQL settings: {server}")
+    calibrate(options)
     if args.profile:
         profile(options, work_dir, args.profile.split(","))
         if args.work_dir is None:
@@ -471,22 +567,27 @@ def main() -> None:
     log(f"raw files in {work_dir}")
     for scenario in chosen:
         log(f"{scenario.name}")
-        for design in scenario.designs:
-            if design not in options.designs:
-                continue
-            try:
-                result = run_design(scenario, design, options)
-            except (subprocess.SubprocessError, OSError, RuntimeError, ValueError) as error:
-                # One broken run must not cost the others: reported, and the run goes on.
-                log(f"  {design}: FAILED: {error!r}")
-                continue
-            results.append(result)
-            log("  " + summary(result))
-            # Kept as it goes: a run stopped halfway still leaves its figures behind.
-            (work_dir / "results-so-far.json").write_text(json.dumps(results, indent=1))
+        # Interleaved (baseline, ours, baseline, ours): a slow stretch of the host falls on
+        # both designs rather than on one, and each pair is compared minutes apart at most.
+        for repeat in range(1, options.repeats + 1):
+            for design in scenario.designs:
+                if design not in options.designs:
+                    continue
+                try:
+                    result = run_design(scenario, design, options, repeat=repeat)
+                except (subprocess.SubprocessError, OSError, RuntimeError, ValueError) as error:
+                    # One broken run must not cost the others: reported, and the run goes on.
+                    log(f"  {design} #{repeat}: FAILED: {error!r}")
+                    continue
+                results.append(result)
+                log(f"  #{repeat} " + summary(result))
+                # Kept as it goes: a run stopped halfway still leaves its figures behind.
+                (work_dir / "results-so-far.json").write_text(json.dumps(results, indent=1))
     output = args.output or HERE / ("results-quick.md" if quick else "results.md")
     meta = {
-        "command": " ".join(["python", "benchmarks/run.py", *sys.argv[1:]]),
+        "command": command_line(sys.argv[1:]),
+        "repeats": options.repeats,
+        "speed_median_ms": statistics.median(options.speeds),
         "started": started.isoformat(timespec="seconds"),
         "finished": datetime.now(UTC).isoformat(timespec="seconds"),
         "duration": duration,
@@ -507,6 +608,16 @@ def main() -> None:
         log("copied the plot to docs/benchmarks.png")
     if args.work_dir is None:
         shutil.rmtree(work_dir, ignore_errors=True)
+
+
+def command_line(arguments: list[str]) -> str:
+    """The command as run, without the local paths of the options that take one."""
+    shown = ["python", "benchmarks/run.py"]
+    hide = False
+    for argument in arguments:
+        shown.append("DIR" if hide else argument)
+        hide = argument in ("--work-dir", "--output", "--library-path")
+    return " ".join(shown)
 
 
 def versions() -> dict[str, str]:
@@ -566,7 +677,7 @@ def profile(options: Options, work_dir: Path, names: list[str]) -> None:
         result = run_design(scenario, "jobpoller", options, profile_to=raw)
         log("  " + summary(result))
         report = HERE / f"profile-{name}.md"
-        trace = options.work_dir / f"{name}-jobpoller" / "attempts-0.trace.json"
+        trace = options.work_dir / f"{name}-jobpoller-1" / "attempts-0.trace.json"
         report.write_text(summarise(raw, result, trace=trace))
         log(f"  wrote {report.name}")
 
