@@ -304,8 +304,9 @@ class JobPollerSettings(BaseSettings):
     auth_disabled: bool = Field(
         default=False,
         description=(
-            "Development only: anyone may read and change everything, API keys or not. "
-            "`mount_scheduler` logs a warning at startup while it is on."
+            "Development only: anyone may read and change everything; API keys set beside "
+            "it are ignored. Building the management router (`mount_scheduler` or "
+            "`get_jobs_router`) logs a warning while it is on."
         ),
     )
     metrics_enabled: bool = Field(
@@ -320,6 +321,14 @@ class JobPollerSettings(BaseSettings):
         description=(
             "Serve the metrics without auth, for a scraper that sends no key; otherwise "
             "they need the read or admin credential."
+        ),
+    )
+    max_body_bytes: int = Field(
+        default=1_048_576,
+        ge=1024,
+        description=(
+            "Largest request body the management API accepts, in bytes. A larger one is "
+            "refused with 413 `body_too_large` before it is read."
         ),
     )
     max_page_size: int = Field(

@@ -127,6 +127,16 @@ class NotRunningError(JobPollerError, RuntimeError):
 
 
 class DatabaseUnavailableError(JobPollerError):
-    """The database could not be reached; the operation may be retried."""
+    """The database could not be reached; the operation may be retried.
+
+    The message is safe to show to an HTTP client. `reason` is the driver's own account
+    (with any password masked), for logs: it may name the server's address. `permanent`
+    is true when retrying cannot help (an unknown database or user, a refused password).
+    """
 
     code = "database_unavailable"
+
+    def __init__(self, message: str, *, reason: str = "", permanent: bool = False) -> None:
+        super().__init__(message)
+        self.reason = reason or message
+        self.permanent = permanent

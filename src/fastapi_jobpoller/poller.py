@@ -23,7 +23,7 @@ from ._storage.change_listener import ChangeListener
 from ._storage.database import Database
 from ._storage.stores import Stores
 from .events import EventType, Listener
-from .exceptions import DatabaseUnavailableError
+from .exceptions import ConfigurationError, DatabaseUnavailableError
 from .models import Health, QuarantinedRow
 
 __all__ = ["JobPoller"]
@@ -237,10 +237,13 @@ class JobPoller(PollMethods, JobMethods):
         Missing tables are created (unless `create_tables` is off) and the jobs given
         to `declare_job` are created or updated. If the database cannot be reached,
         the poller still starts, degraded: the engine keeps retrying, `health()` says
-        unavailable, and calls raise `DatabaseUnavailableError` until it is back.
+        unavailable, and calls raise `DatabaseUnavailableError` until it is back. The
+        driver's reason is logged (password masked).
 
         Raises:
-            ConfigurationError: The database URL or the stored schema cannot be used.
+            ConfigurationError: The database URL or the stored schema cannot be used,
+                the SQLite file's folder does not exist, or the server refused us for
+                good (an unknown database or user, a wrong password).
         """
         if self._dispatcher is not None:
             return
@@ -264,25 +267,40 @@ class JobPoller(PollMethods, JobMethods):
             startup=self._prepare_database,
         )
         try:
-            await self._prepare_database()
-        except DatabaseUnavailableError as error:
-            logger.error(
-                "database unreachable at start; serving degraded while the engine retries: %s",
-                error,
-                extra={"event": "database_unavailable"},
-            )
+            if await self._database_ready():
+                self._dispatcher.mark_ready()
         except BaseException:
             self._dispatcher = None
             self._database = None
             database.dispose()
             await self._events.stop()
             raise
-        else:
-            self._dispatcher.mark_ready()
         self._dispatcher.start()
         if database.notifies:
             self._listen_for_changes(database, self._dispatcher)
         self._emit(EventType.SCHEDULER_STARTED)
+
+    async def _database_ready(self) -> bool:
+        """Prepare the database; False if it is down (the engine retries, degraded).
+
+        Raises:
+            ConfigurationError: The server refused us for good (unknown database or
+                user, wrong password): no retry would ever succeed.
+        """
+        try:
+            await self._prepare_database()
+        except DatabaseUnavailableError as error:
+            if error.permanent:
+                raise ConfigurationError(
+                    f"cannot use the database at JOBPOLLER_DATABASE_URL: {error.reason}"
+                ) from None
+            logger.error(
+                "database unreachable at start; serving degraded while the engine retries: %s",
+                error.reason,
+                extra={"event": "database_unavailable"},
+            )
+            return False
+        return True
 
     def _listen_for_changes(self, database: Database, dispatcher: Dispatcher) -> None:
         """Wake the engine when another process announces a change (PostgreSQL NOTIFY)."""

@@ -2,7 +2,6 @@
 
 import asyncio
 import threading
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -15,7 +14,6 @@ from fastapi.testclient import TestClient
 
 from fastapi_jobpoller import (
     ConfigurationError,
-    Done,
     JobPoller,
     Pending,
     mount_scheduler,
@@ -176,38 +174,6 @@ def test_a_poller_that_cannot_start_fails_the_startup_and_the_host_still_cleans_
         pass
     assert events == ["host started", "host cleaned up"]
     assert not poller.running
-
-
-def test_a_poller_whose_database_is_unreachable_at_start_serves_degraded_then_recovers(
-    tmp_path: Path,
-) -> None:
-    database_dir = tmp_path / "not-yet"
-    app = FastAPI()
-    poller = make_poller(tmp_path, database_url=f"sqlite:///{database_dir}/jobpoller.db")
-    mount_scheduler(app, poller)
-
-    @poller.poll_function()
-    def finishes_at_once() -> Done:
-        return Done("ok")
-
-    with TestClient(app, headers={"X-API-Key": KEY}) as client:
-        health = client.get("/jobpoller/health")
-        assert health.status_code == 503
-        assert health.json()["database_ok"] is False
-        refused = client.post("/jobpoller/polls", json={"function": "finishes_at_once"})
-        assert refused.status_code == 503
-        assert refused.json()["code"] == "database_unavailable"
-
-        database_dir.mkdir()  # the database becomes reachable
-        deadline = time.monotonic() + 10
-        while client.get("/jobpoller/health").status_code != 200:
-            assert time.monotonic() < deadline, "the engine did not recover"
-            time.sleep(0.05)
-        started = client.post("/jobpoller/polls", json={"function": "finishes_at_once"})
-        assert started.status_code == 201
-        poll_id = started.json()["id"]
-        ended = client.get(f"/jobpoller/polls/{poll_id}/wait", params={"timeout": 10})
-        assert ended.json()["state"] == "succeeded"
 
 
 def test_a_failing_host_startup_never_starts_the_poller(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from fastapi_jobpoller._storage.tables import Tables
 from tests.conftest import MYSQL_URL_ENV, POSTGRESQL_URL_ENV, server_url
-from tests.helpers import HEADERS, Service, assert_error, build_app
+from tests.helpers import HEADERS, Service, assert_error, build_app, wait_until
 
 
 def test_routes_answer_503_while_the_poller_is_not_running(tmp_path: Path) -> None:
@@ -136,3 +136,28 @@ def test_routes_answer_503_while_the_database_is_unreachable_and_recover(
             outage.restore()
         assert client.get("/jobpoller/polls/before").status_code == 200
         assert client.get("/jobpoller/health").json()["status"] == "ok"
+
+
+def test_an_app_started_while_its_database_refuses_connections_serves_degraded_then_recovers(
+    outage: Outage,
+) -> None:
+    # Refused for a while (a server restarting, a database being restored): the start
+    # goes on, degraded, unlike an unknown database or user (tests/storage).
+    outage.cut()
+    app, _ = build_app(outage.url, outage.table_prefix, Service())
+    with TestClient(app, headers=HEADERS) as client:
+        try:
+            health = client.get("/jobpoller/health")
+            assert health.status_code == 503
+            assert health.json()["database_ok"] is False
+            assert_error(client.get("/jobpoller/polls"), 503, "database_unavailable")
+        finally:
+            outage.restore()
+        wait_until(lambda: client.get("/jobpoller/health").status_code == 200, "recovery")
+        started = client.post(
+            "/jobpoller/polls",
+            json={"function": "finish_after", "arguments": {"ticket": "x", "attempts": 1}},
+        )
+        assert started.status_code == 201, started.text
+        poll = f"/jobpoller/polls/{started.json()['id']}"
+        wait_until(lambda: client.get(poll).json()["state"] == "succeeded", "the poll ran")

@@ -74,7 +74,7 @@ class CycleRecord:
         if self.database_ok:
             logger.error(
                 "database unavailable; the engine keeps retrying: %s",
-                error,
+                getattr(error, "reason", error),
                 extra={"event": "database_unavailable"},
             )
         self.database_ok = False

@@ -3,10 +3,12 @@
 import functools
 import logging
 import random
+import re
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -50,11 +52,7 @@ class Database:
         self.dialect_name = parsed.get_backend_name()
         options: dict[str, Any] = {"pool_pre_ping": True}
         if self.dialect_name == "sqlite":
-            if parsed.database in (None, "", ":memory:"):
-                raise ConfigurationError(
-                    "an in-memory SQLite database is private to one connection; "
-                    "use a file, e.g. sqlite:///./jobpoller.db"
-                )
+            _check_sqlite_file(parsed.database)
         else:
             options.update(pool_size=pool_size, max_overflow=pool_size * 2, pool_recycle=1800)
         try:
@@ -88,12 +86,12 @@ class Database:
         except (exc.OperationalError, exc.InterfaceError) as error:
             if _is_lock_conflict(error):
                 raise LockConflictError(f"lock conflict: {type(error.orig).__name__}") from error
-            raise _unavailable(error) from error
+            raise _unavailable(error, self.url) from error
         except exc.DBAPIError as error:
             if _is_lock_conflict(error):
                 raise LockConflictError(f"lock conflict: {type(error.orig).__name__}") from error
             if error.connection_invalidated:
-                raise _unavailable(error) from error
+                raise _unavailable(error, self.url) from error
             raise
 
     def announce_change(self, connection: Connection, subject: str = "jobs") -> None:
@@ -222,12 +220,53 @@ def _retrying(method: Callable[..., Any]) -> Callable[..., Any]:
     return call
 
 
-def _unavailable(error: exc.DBAPIError) -> DatabaseUnavailableError:
-    """Describe an outage without the server's address (it may reach HTTP clients);
-    the driver's own message stays on the exception's `__cause__` for the logs."""
-    return DatabaseUnavailableError(
-        f"the database is unavailable ({type(error.orig).__name__}); retry later"
+# What a server answers when no retry can help: the database or the user does not exist,
+# or the password or the client's address is refused. (PostgreSQL through psycopg reports
+# these in the message only; MySQL/MariaDB by error number.)
+_PERMANENT_POSTGRESQL = re.compile(
+    r"FATAL:\s+(?:(?:database|role) \".*\" does not exist|password authentication failed"
+    r"|no pg_hba\.conf entry)"
+)
+_PERMANENT_MYSQL = {1044, 1045, 1049}  # access denied to a database, for a user; unknown db
+_PERMANENT_SQLITE = ("unable to open database file",)
+
+
+def _unavailable(error: exc.DBAPIError, url: sa.URL) -> DatabaseUnavailableError:
+    """Describe an outage without the server's address (it may reach HTTP clients); the
+    driver's own account goes to `reason`, for the logs, with the password masked."""
+    original = error.orig
+    reason = " ".join(str(original).split()) or type(original).__name__
+    if url.password:
+        reason = reason.replace(str(url.password), "***")
+    args: tuple[Any, ...] = tuple(getattr(original, "args", ()))
+    permanent = (
+        bool(_PERMANENT_POSTGRESQL.search(reason))
+        or (len(args) > 0 and args[0] in _PERMANENT_MYSQL)
+        or (url.get_backend_name() == "sqlite" and reason in _PERMANENT_SQLITE)
     )
+    return DatabaseUnavailableError(
+        f"the database is unavailable ({type(original).__name__}); retry later",
+        reason=f"{type(original).__name__}: {reason}",
+        permanent=permanent,
+    )
+
+
+def _check_sqlite_file(database: str | None) -> None:
+    """Refuse at once what SQLite would refuse at every connection, with the reason."""
+    if database in (None, "", ":memory:"):
+        raise ConfigurationError(
+            "an in-memory SQLite database is private to one connection; "
+            "use a file, e.g. sqlite:///./jobpoller.db"
+        )
+    assert database is not None
+    if database.startswith("file:"):
+        return  # a URI: SQLite reads its options; any error shows at the first connection
+    folder = Path(database).parent
+    if not folder.is_dir():
+        raise ConfigurationError(
+            f"the folder of the SQLite database does not exist: {str(folder)!r}; create it, "
+            "or point JOBPOLLER_DATABASE_URL at a file in an existing folder"
+        )
 
 
 def _configure_sqlite(engine: Engine) -> None:

@@ -5,6 +5,10 @@ mechanism the host configured: the `api_key` / `read_api_key` settings (checked 
 constant time from the API key header) and/or FastAPI dependencies given to the router.
 Every configured mechanism must pass. With none configured, requests are refused, unless
 `auth_disabled` is set for local development.
+
+The key check runs twice on purpose: once before the request body is read (by the route
+class of `_gate.py`, so an anonymous client cannot make the app read and parse a large
+body), and once as a route dependency, where OpenAPI sees it.
 """
 
 import secrets
@@ -18,7 +22,7 @@ from fastapi.security import APIKeyHeader
 from ..config import JobPollerSettings
 from ..exceptions import JobPollerError
 
-__all__ = ["AccessDeniedError", "AuthenticationError", "access_dependency"]
+__all__ = ["AccessDeniedError", "AuthenticationError", "Gate", "access_dependency"]
 
 
 class AuthenticationError(JobPollerError):
@@ -37,17 +41,65 @@ def _matches(presented: str, expected: str) -> bool:
     return secrets.compare_digest(presented.encode(), expected.encode())
 
 
+class Gate:
+    """The key rules of one access level: what a request must present to pass."""
+
+    def __init__(
+        self,
+        settings: JobPollerSettings,
+        level: Literal["read", "write"],
+        *,
+        host_guarded: bool,
+    ) -> None:
+        self.settings = settings
+        self.level = level
+        self.host_guarded = host_guarded
+        admin_key = settings.api_key.get_secret_value() if settings.api_key else None
+        read_key = settings.read_api_key.get_secret_value() if settings.read_api_key else None
+        self._read_key = read_key
+        self._keys = [k for k in (admin_key, read_key if level == "read" else None) if k]
+
+    def refusal(self, presented: str | None) -> JobPollerError | None:
+        """Return why a request presenting this key is refused, or None to let it in.
+
+        A host-guarded level without keys passes here: the host's dependencies decide.
+        """
+        if self.settings.auth_disabled:
+            return None
+        if self._keys:
+            if presented is None:
+                return AuthenticationError(
+                    f"send an API key in the {self.settings.api_key_header} header"
+                )
+            if any(_matches(presented, key) for key in self._keys):
+                return None
+            if self.level == "write" and self._read_key and _matches(presented, self._read_key):
+                return AccessDeniedError("this API key may only read")
+            return AuthenticationError("the API key is not valid")
+        if self.host_guarded:
+            return None
+        return AccessDeniedError(
+            f"{self.level} access is refused because no auth is configured: set "
+            "JOBPOLLER_API_KEY, or pass dependencies to the router"
+        )
+
+    def refusal_of(self, request: Request) -> JobPollerError | None:
+        """Return why this request is refused, from its headers alone."""
+        return self.refusal(request.headers.get(self.settings.api_key_header))
+
+
 def access_dependency(
     settings: JobPollerSettings,
     level: Literal["read", "write"],
     *,
     host_dependencies: Sequence[DependsParam],
 ) -> Callable[..., Any]:
-    """Build the dependency that guards one access level of the router."""
-    admin_key = settings.api_key.get_secret_value() if settings.api_key else None
-    read_key = settings.read_api_key.get_secret_value() if settings.read_api_key else None
-    keys = [k for k in (admin_key, read_key if level == "read" else None) if k]
-    key_configured = bool(admin_key or (read_key if level == "read" else None))
+    """Build the dependency that guards one access level of the router.
+
+    The dependency carries its `Gate` as `jobpoller_gate`: the route class finds it there
+    and applies it before the body is read.
+    """
+    gate = Gate(settings, level, host_guarded=bool(host_dependencies))
     header = APIKeyHeader(
         name=settings.api_key_header,
         scheme_name="JobPollerApiKey",
@@ -56,24 +108,10 @@ def access_dependency(
     )
 
     async def check(request: Request, presented: str | None = Security(header)) -> None:
-        if settings.auth_disabled:
-            return
-        if key_configured:
-            if presented is None:
-                raise AuthenticationError(
-                    f"send an API key in the {settings.api_key_header} header"
-                )
-            if not any(_matches(presented, key) for key in keys):
-                if level == "write" and read_key and _matches(presented, read_key):
-                    raise AccessDeniedError("this API key may only read")
-                raise AuthenticationError("the API key is not valid")
-            return
-        if host_dependencies:
-            # The host's own dependencies ran before this one and let the request in.
-            return
-        raise AccessDeniedError(
-            f"{level} access is refused because no auth is configured: set "
-            "JOBPOLLER_API_KEY, or pass dependencies to the router"
-        )
+        # The host's own dependencies ran before this one and let the request in.
+        refusal = gate.refusal(presented)
+        if refusal is not None:
+            raise refusal
 
+    check.jobpoller_gate = gate  # type: ignore[attr-defined]
     return check

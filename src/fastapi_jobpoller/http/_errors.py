@@ -29,11 +29,19 @@ from ..exceptions import (
 from ._auth import AccessDeniedError, AuthenticationError
 from .schemas import ErrorResponse
 
-__all__ = ["ErrorMappingRoute", "jobpoller_error_handler"]
+__all__ = ["Admission", "ErrorMappingRoute", "BodyTooLargeError", "jobpoller_error_handler"]
+
+
+class BodyTooLargeError(JobPollerError):
+    """The request body is larger than the `max_body_bytes` setting (HTTP 413)."""
+
+    code = "body_too_large"
+
 
 _STATUS_BY_ERROR: tuple[tuple[type[JobPollerError], int], ...] = (
     (AuthenticationError, status.HTTP_401_UNAUTHORIZED),
     (AccessDeniedError, status.HTTP_403_FORBIDDEN),
+    (BodyTooLargeError, 413),
     (PollNotFoundError, status.HTTP_404_NOT_FOUND),
     (JobNotFoundError, status.HTTP_404_NOT_FOUND),
     (ConflictError, status.HTTP_409_CONFLICT),
@@ -79,15 +87,27 @@ async def jobpoller_error_handler(request: Request, exc: Exception) -> Response:
     return _error_response(_status_of(exc), exc.code, str(exc), details)
 
 
+Admission = Callable[[Request], Request]
+
+
+def _admit_all(request: Request) -> Request:
+    return request
+
+
 class ErrorMappingRoute(APIRoute):
     """A route that answers our errors and validation errors as `ErrorResponse`."""
 
+    def admission(self) -> Admission:
+        """Return the check run before the body is read (it may refuse or wrap the request)."""
+        return _admit_all
+
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
+        admit = self.admission()
 
         async def handle(request: Request) -> Response:
             try:
-                return await handler(request)
+                return await handler(admit(request))
             except RequestValidationError as exc:
                 errors = [
                     {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type")}
@@ -103,6 +123,9 @@ class ErrorMappingRoute(APIRoute):
                 # FastAPI answers a body that is not even text (bad UTF-8) or nests too
                 # deep for the JSON parser with a bare, undeclared 400; answer it like any
                 # other undecodable JSON body. The host's own HTTPExceptions pass through.
+                if isinstance(exc.__cause__, JobPollerError):
+                    # Raised while the body was read (its size limit): FastAPI wrapped it.
+                    return await jobpoller_error_handler(request, exc.__cause__)
                 if not _is_body_parse_error(exc):
                     raise
                 errors = [{"loc": ["body"], "msg": "JSON decode error", "type": "json_invalid"}]

@@ -39,7 +39,7 @@ def add_job_routes(router: APIRouter, context: RouteContext) -> None:
         response_model=JobInfo,
         status_code=status.HTTP_201_CREATED,
         dependencies=context.write,
-        responses=responses(401, 403, 409, 422, 503),
+        responses=responses(401, 403, 409, 413, 422, 503),
         summary="Schedule a registered job function",
     )
     async def add_job(body: JobCreate) -> JobInfo:
@@ -69,7 +69,7 @@ def add_job_routes(router: APIRouter, context: RouteContext) -> None:
         "/jobs/{job_id}",
         response_model=JobInfo,
         dependencies=context.write,
-        responses=responses(401, 403, 404, 422, 503),
+        responses=responses(401, 403, 404, 413, 422, 503),
         summary="Change a job's trigger, arguments or limits",
     )
     async def modify_job(job_id: PathId, body: Annotated[JobUpdate, Body()]) -> JobInfo:

@@ -29,6 +29,7 @@ _DESCRIPTIONS = {
     403: "Not allowed, or no auth configured",
     404: "Unknown id",
     409: "Conflicting id or state",
+    413: "Request body larger than the max_body_bytes setting",
     422: "Invalid request, function, trigger or arguments",
     503: "Database unavailable or engine not running",
 }

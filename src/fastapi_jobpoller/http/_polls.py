@@ -43,7 +43,7 @@ def add_poll_routes(router: APIRouter, context: RouteContext) -> None:
         dependencies=context.write,
         responses={
             200: {"model": PollInfo, "description": "A poll with this id and definition exists"},
-            **responses(401, 403, 409, 422, 503),
+            **responses(401, 403, 409, 413, 422, 503),
         },
         summary="Start a poll of a registered poll function (idempotent by id)",
     )

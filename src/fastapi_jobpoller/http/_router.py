@@ -1,7 +1,8 @@
 """The management API: `get_jobs_router(poller)` builds it, closing over the poller.
 
 The routes are added by one module per resource (`_polls.py`, `_jobs.py`, `_history.py`);
-errors are mapped by the route class of `_errors.py`.
+errors are mapped by the route class of `_errors.py`, which `_gate.py` extends with the
+key and size checks made before a body is read.
 """
 
 # No `from __future__ import annotations`: FastAPI must see the real annotations.
@@ -14,7 +15,8 @@ from fastapi.params import Depends as DependsParam
 from ..models import Health
 from ..poller import JobPoller
 from ._auth import access_dependency
-from ._errors import ErrorMappingRoute, jobpoller_error_handler
+from ._errors import jobpoller_error_handler
+from ._gate import GatedRoute
 from ._history import add_history_routes
 from ._jobs import add_job_routes
 from ._params import RouteContext, responses
@@ -49,7 +51,10 @@ def get_jobs_router(
     if settings.auth_disabled:
         logger.warning(
             "JOBPOLLER_AUTH_DISABLED is on: anyone who reaches this app can read and "
-            "change its polls and jobs; use it for local development only",
+            "change its polls and jobs%s; use it for local development only",
+            " (the API keys that are also set are ignored)"
+            if settings.api_key or settings.read_api_key
+            else "",
             extra={"event": "auth_disabled"},
         )
     read_guard = access_dependency(settings, "read", host_dependencies=dependencies)
@@ -58,7 +63,7 @@ def get_jobs_router(
     )
     read = [*dependencies, Depends(read_guard)]
     write = [*dependencies, *write_dependencies, Depends(write_guard)]
-    router = APIRouter(route_class=ErrorMappingRoute, tags=list(tags))
+    router = APIRouter(route_class=GatedRoute, tags=list(tags))
 
     @router.get(
         "/health",
