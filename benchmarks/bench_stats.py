@@ -57,7 +57,11 @@ def ratio_text(ratios: list[float], *, bold: bool = False) -> str:
 
 
 def flags(result: Result) -> list[str]:
-    """Why a run's window is not clean: errors logged, deadlocks, a host that changed speed."""
+    """Why a run's window is not clean: errors logged, deadlocks, a host slow at its start.
+
+    The speed check after the window is reported, not judged: on a shared two-core host
+    it comes out slower after every loaded window, for both designs alike.
+    """
     found = []
     if result.get("log_errors"):
         found.append(f"{result['log_errors']} error lines logged")
@@ -65,8 +69,6 @@ def flags(result: Result) -> list[str]:
         found.append(f"{result['pg_deadlocks']} deadlocks")
     if result.get("speed_gate") == "slow":
         found.append("host slow before the window")
-    if result.get("speed_drift"):
-        found.append("host speed changed during the window")
     return found
 
 

@@ -518,6 +518,11 @@ def main() -> None:
     parser.add_argument(
         "--repeats", type=int, help="runs per design and scenario, interleaved (default 2)"
     )
+    parser.add_argument(
+        "--report-from",
+        type=Path,
+        help="write the report again from a run's results .json (no measurement)",
+    )
     parser.add_argument("--output", type=Path, help="results markdown file")
     parser.add_argument("--work-dir", type=Path, help="keep raw files here")
     parser.add_argument(
@@ -531,6 +536,13 @@ def main() -> None:
     )
     args = parser.parse_args()
 
+    if args.report_from:
+        recorded = json.loads(args.report_from.read_text())
+        output = args.output or args.report_from.with_suffix(".md")
+        write_plot(recorded["results"], output.with_suffix(".png"))
+        write_report(recorded["results"], recorded["meta"], output, output.with_suffix(".png"))
+        log(f"wrote {output}")
+        return
     quick = bool(args.quick)
     duration = args.duration or (10.0 if quick else 30.0)
     work_dir = args.work_dir or Path(tempfile.mkdtemp(prefix="jpbench-"))
