@@ -10,7 +10,10 @@ import statistics
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["flags", "median_of", "pair_ratios", "ratio_text", "runs"]
+__all__ = ["BUSY_REST_PERCENT", "flags", "median_of", "pair_ratios", "ratio_text", "runs"]
+
+# Other processes' CPU in a window (in % of one core) above which the window is marked.
+BUSY_REST_PERCENT = 25.0
 
 Result = dict[str, Any]
 Value = Callable[[Result], float | None]
@@ -57,7 +60,8 @@ def ratio_text(ratios: list[float], *, bold: bool = False) -> str:
 
 
 def flags(result: Result) -> list[str]:
-    """Why a run's window is not clean: errors logged, deadlocks, a host slow at its start.
+    """Why a run's window is not clean: errors logged, deadlocks, a host slow at its start,
+    other processes busy during it.
 
     The speed check after the window is reported, not judged: on a shared two-core host
     it comes out slower after every loaded window, for both designs alike.
@@ -69,6 +73,8 @@ def flags(result: Result) -> list[str]:
         found.append(f"{result['pg_deadlocks']} deadlocks")
     if result.get("speed_gate") == "slow":
         found.append("host slow before the window")
+    if result.get("cpu_rest", 0) > BUSY_REST_PERCENT:
+        found.append(f"other processes used {result['cpu_rest']:.0f} % CPU in the window")
     return found
 
 

@@ -82,7 +82,7 @@ class Scenario:
 
 # The steady load of the submit scenarios' second phase, requests per second.
 SUBMIT_RATE = 100.0
-# The speed gate: a check more than this far from the run's median waits and repeats.
+# The speed gate: a check this much slower than the run's usual speed waits and repeats.
 SPEED_TOLERANCE = 0.20
 SPEED_RETRY_SECONDS = 15.0
 SPEED_MAX_WAIT = 180.0
@@ -209,11 +209,14 @@ def wait_until_quiet(options: Options) -> dict[str, Any]:
     retries = 0
     while True:
         speed = speed_check(options)
-        reference = statistics.median(options.speeds)
-        off = abs(speed - reference) / reference
+        reference = usual_speed(options.speeds)
+        off = (speed - reference) / reference
         if off <= SPEED_TOLERANCE or retries * SPEED_RETRY_SECONDS >= SPEED_MAX_WAIT:
             break
-        log(f"  speed check {speed:.1f} ms is {off:.0%} off the run's {reference:.1f} ms; waiting")
+        log(
+            f"  speed check {speed:.1f} ms is {off:.0%} slower than the run's usual "
+            f"{reference:.1f} ms; waiting"
+        )
         retries += 1
         time.sleep(SPEED_RETRY_SECONDS)
     return {
@@ -225,6 +228,17 @@ def wait_until_quiet(options: Options) -> dict[str, Any]:
         "speed_retries": retries,
         "speed_gate": "ok" if off <= SPEED_TOLERANCE else "slow",
     }
+
+
+def usual_speed(speeds: list[float]) -> float:
+    """The host's usual speed: the lower quartile of the checks so far.
+
+    This host alternates between two speeds (about 12 and 22 ms here, other tenants of
+    the machine coming and going). The median of a run can land on the slow one, and a
+    gate on it would wait for the slow state; the lower quartile is the fast one.
+    """
+    ordered = sorted(speeds)
+    return ordered[len(ordered) // 4]
 
 
 def speed_check(options: Options) -> float:
@@ -239,7 +253,10 @@ def calibrate(options: Options) -> None:
     for _ in range(5):
         speed_check(options)
         time.sleep(2.0)
-    log(f"speed check: median {statistics.median(options.speeds):.1f} ms")
+    log(
+        f"speed check: median {statistics.median(options.speeds):.1f} ms, "
+        f"usual {usual_speed(options.speeds):.1f} ms"
+    )
 
 
 def deadlock_count(url: str) -> int | None:
@@ -600,6 +617,7 @@ def main() -> None:
         "command": command_line(sys.argv[1:]),
         "repeats": options.repeats,
         "speed_median_ms": statistics.median(options.speeds),
+        "speed_usual_ms": usual_speed(options.speeds),
         "started": started.isoformat(timespec="seconds"),
         "finished": datetime.now(UTC).isoformat(timespec="seconds"),
         "duration": duration,

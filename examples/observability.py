@@ -41,7 +41,11 @@ class FieldsFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
         values = {name: getattr(record, name, None) for name in FIELDS}
-        fields = " ".join(f"{name}={value}" for name, value in values.items() if value is not None)
+        fields = " ".join(
+            f"{name}={value:.6f}" if isinstance(value, float) else f"{name}={value}"
+            for name, value in values.items()
+            if value is not None
+        )
         return f"{line} | {fields}" if fields else line
 
 

@@ -18,7 +18,13 @@ from apscheduler.triggers.interval import IntervalTrigger as _ApsInterval
 from .exceptions import InvalidTriggerError
 from .triggers import CronTrigger, DateTrigger, IntervalTrigger, Trigger
 
-__all__ = ["first_fire_time", "latest_due_tick", "next_fire_time", "normalize_trigger"]
+__all__ = [
+    "check_trigger",
+    "first_fire_time",
+    "latest_due_tick",
+    "next_fire_time",
+    "normalize_trigger",
+]
 
 _ONE_MICROSECOND = timedelta(microseconds=1)
 _ONE_SECOND = timedelta(seconds=1)
@@ -28,6 +34,7 @@ _A_DAY = datetime(2000, 1, 3)
 # one reached is used (a cron firing every second, down for three hours).
 _MAX_TICKS_STEPPED = 10_000
 _CRONTAB_WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_CRON_FIELDS = ("year", "month", "day", "week", "day_of_week", "hour", "minute", "second")
 
 
 def _zone(name: str) -> ZoneInfo:
@@ -93,7 +100,35 @@ def _build(trigger: Trigger, default_zone: str) -> Any:
             )
         return _ApsDate(run_date=_aware(trigger.run_date, zone), timezone=zone)
     except (ValueError, TypeError, KeyError) as exc:
-        raise InvalidTriggerError(f"invalid {trigger.type} trigger: {exc}") from None
+        reason = _failing_cron_field(trigger) if isinstance(trigger, CronTrigger) else None
+        raise InvalidTriggerError(f"invalid {trigger.type} trigger: {reason or exc}") from None
+
+
+def _failing_cron_field(trigger: CronTrigger) -> str | None:
+    """Name the field APScheduler refused, and why (its own message names neither)."""
+    if trigger.expression is not None:
+        names = ("minute", "hour", "day", "month", "day_of_week")
+        given = dict(zip(names, trigger.expression.split(), strict=False))
+        given["day_of_week"] = _crontab_weekdays(given["day_of_week"])
+    else:
+        given = {name: getattr(trigger, name) for name in _CRON_FIELDS}
+    for name, value in given.items():
+        if value is None:
+            continue
+        try:
+            _ApsCron(**{name: value}, timezone=UTC)
+        except (ValueError, TypeError, KeyError) as exc:
+            return f"{name}={value!r}: {exc}"
+    return None
+
+
+def check_trigger(trigger: Trigger, *, default_zone: str) -> None:
+    """Check that APScheduler accepts the trigger (fields, names, time zone).
+
+    Raises:
+        InvalidTriggerError: It does not; the message names the field.
+    """
+    _build(trigger, default_zone)
 
 
 def normalize_trigger(trigger: Trigger, *, default_zone: str, now: datetime) -> Trigger:

@@ -131,6 +131,12 @@ class PollerBase:
         self, kind: Literal["poll", "job"], function: str, arguments: Mapping[str, Any] | None
     ) -> dict[str, Any]:
         """Validate arguments against the registered function and the size limit."""
+        if arguments is not None and not isinstance(arguments, Mapping):
+            raise InvalidArgumentsError(
+                "arguments are a mapping of parameter names to values, e.g. "
+                f"arguments={{'ticket': 't-1'}}, not a {type(arguments).__name__}: name each "
+                "value (APScheduler's args=[...] have no place here)"
+            )
         stored = self._registry.get(kind, function).validate_arguments(arguments)
         size = len(json.dumps(stored, separators=(",", ":")).encode())
         if size > self.settings.max_arguments_bytes:

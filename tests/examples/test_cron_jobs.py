@@ -7,8 +7,10 @@ always exist).
 """
 
 import functools
+import shlex
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
 from types import ModuleType
 from zoneinfo import ZoneInfo
 
@@ -109,3 +111,29 @@ def test_a_restart_keeps_each_declared_job_once_with_its_next_tick(
         after = [get_job(client, restarted, j) for j in ("daily_cleanup", "daily_report")]
     assert [job["id"] for job in listed] == ["daily_cleanup", "daily_report"]
     assert [job.next_run_at for job in after] == [job.next_run_at for job in before]
+
+
+def curl_commands(section: str) -> list[list[str]]:
+    """The curl commands of one section of docs/examples.md, split as a shell would."""
+    text = (Path(__file__).parents[2] / "docs" / "examples.md").read_text()
+    body = text.split(f"## {section}\n", 1)[1].split("\n## ", 1)[0]
+    return [shlex.split(line) for line in body.splitlines() if line.startswith("curl ")]
+
+
+def test_the_docs_curl_commands_work_on_the_running_cron_example(client: TestClient) -> None:
+    commands = curl_commands("Managing jobs at runtime")
+    assert len(commands) == 3
+    for command in commands:
+        options = dict(zip(command[1:-1:2], command[2:-1:2], strict=True))
+        pairs = zip(command[1:-2], command[2:-1], strict=True)
+        headers = dict(h.split(": ", 1) for flag, h in pairs if flag == "-H")
+        headers["X-API-Key"] = ADMIN["X-API-Key"]  # stands for $KEY
+        path = command[-1].removeprefix("http://127.0.0.1:8000")
+        response = client.request(options["-X"], path, headers=headers, content=options.get("-d"))
+        assert response.status_code == 200, (command, response.text)
+    job = client.get("/jobpoller/jobs/daily_cleanup", headers=ADMIN).json()
+    assert (job["paused"], job["trigger"]["type"], job["trigger"]["minutes"]) == (
+        False,
+        "interval",
+        2,
+    )

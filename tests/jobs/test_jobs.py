@@ -157,11 +157,16 @@ async def test_a_date_job_past_its_misfire_grace_time_is_recorded_missed_and_not
     def late() -> None:
         calls.append(1)
 
-    run_date = utcnow() - timedelta(minutes=10)
-    async with poller:
-        await poller.add_job(
-            "late", DateTrigger(run_date=run_date), job_id="late", misfire_grace_time=60
+    # No process runs while the job is due, nor for longer than its grace time after.
+    run_date = utcnow() + timedelta(seconds=1.5)
+    adder = make_poller()
+    adder.job_function()(late)
+    async with adder:
+        await adder.add_job(
+            "late", DateTrigger(run_date=run_date), job_id="late", misfire_grace_time=0.5
         )
+    await asyncio.sleep(max((run_date - utcnow()).total_seconds(), 0) + 1.0)
+    async with poller:
         [run] = await wait_for_runs(poller, "late", settled(1))
 
         assert await poller.list_jobs() == []

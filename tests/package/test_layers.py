@@ -20,7 +20,16 @@ LAYERS = (
     ("engine", {"_engine"}),
     (
         "facade",
-        {"_poller_base", "_poll_methods", "_job_methods", "_rows", "_health", "poller", "metrics"},
+        {
+            "_poller_base",
+            "_poll_methods",
+            "_job_methods",
+            "_habits",
+            "_rows",
+            "_health",
+            "poller",
+            "metrics",
+        },
     ),
     ("http", {"http", "router"}),
     ("app", {"lifespan"}),

@@ -11,9 +11,16 @@ import types
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, PydanticUserError, ValidationError, create_model
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    PydanticUserError,
+    ValidationError,
+    create_model,
+)
 
 from .._storage.tables import ID_LENGTH
 from ..exceptions import ConfigurationError, FunctionNotFoundError, InvalidArgumentsError
@@ -52,8 +59,11 @@ class RegisteredFunction:
             # any database store a lone surrogate ("\ud800") as UTF-8.
             json.dumps(dumped, allow_nan=False, ensure_ascii=False).encode()
             # What is stored must bind back at attempt time (a one-way serialiser may write
-            # a form its type refuses), or every attempt of the poll would fail.
-            self.arguments_model.model_validate(dumped)
+            # a form its type refuses), or every attempt of the poll would fail; and bind
+            # back to the same values: a datetime, set or Decimal inside a `dict` or `Any`
+            # parameter would come back as text or a list, a NaN as None.
+            returned = self.arguments_model.model_validate(dumped)
+            _same_after_storage(model, returned)
         except ValidationError as exc:
             errors: list[dict[str, object]] = []
             messages: list[str] = []
@@ -86,6 +96,51 @@ class RegisteredFunction:
         return {name: getattr(model, name) for name in type(model).model_fields}
 
 
+def _same_after_storage(given: BaseModel, returned: BaseModel) -> None:
+    for field in type(given).model_fields:
+        before, after = getattr(given, field), getattr(returned, field)
+        if not _equal(before, after):
+            raise ValueError(
+                f"argument {field!r} would not come back as given from its JSON form "
+                f"({_shown(before)} would come back as {_shown(after)}): pass JSON values "
+                "(str, int, float, bool, None, lists, dicts with str keys), or give the "
+                "parameter a type that converts it (e.g. datetime)"
+            )
+
+
+def _equal(before: Any, after: Any) -> bool:
+    """Equal, with the same types all the way down (True is not 1 here; NaN equals nothing)."""
+    if type(before) is not type(after):
+        return False
+    if isinstance(before, dict):
+        return before.keys() == after.keys() and all(_equal(before[k], after[k]) for k in before)
+    if isinstance(before, list | tuple):
+        return len(before) == len(after) and all(map(_equal, before, after))
+    return bool(before == after)
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _refuse_bool(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("a boolean is not a number here; give the number")
+    return value
+
+
+def _is_number(annotation: Any) -> bool:
+    """An `int` or `float` parameter, optional or not: it refuses true and false, which
+    pydantic would read as 1 and 0."""
+    if annotation in (int, float):
+        return True
+    if typing.get_origin(annotation) not in (typing.Union, types.UnionType):
+        return False
+    kinds = [a for a in typing.get_args(annotation) if a is not type(None)]
+    return len(kinds) == 1 and kinds[0] in (int, float)
+
+
 def _arguments_model(name: str, func: Callable[..., Any]) -> type[BaseModel]:
     signature = inspect.signature(func)
     try:
@@ -103,6 +158,8 @@ def _arguments_model(name: str, func: Callable[..., Any]) -> type[BaseModel]:
                 f"{name!r}: positional-only parameters cannot be passed by name"
             )
         annotation = hints.get(parameter.name, Any)
+        if _is_number(annotation):
+            annotation = Annotated[annotation, BeforeValidator(_refuse_bool)]
         default = ... if parameter.default is parameter.empty else parameter.default
         fields[parameter.name] = (annotation, default)
     model_name = "".join(part.capitalize() for part in name.replace("-", "_").split("_"))

@@ -115,7 +115,10 @@ class ErrorMappingRoute(APIRoute):
                 ]
                 summary = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors)
                 return _error_response(
-                    422, "validation_error", summary or "invalid request", jsonable_encoder(errors)
+                    422,
+                    _validation_code(errors),
+                    summary or "invalid request",
+                    jsonable_encoder(errors),
                 )
             except JobPollerError as exc:
                 return await jobpoller_error_handler(request, exc)
@@ -134,6 +137,13 @@ class ErrorMappingRoute(APIRoute):
                 )
 
         return handle
+
+
+def _validation_code(errors: list[dict[str, Any]]) -> str:
+    """`invalid_trigger` when only the trigger is wrong, as when the scheduler refuses it."""
+    if errors and all(e["loc"][:2] == ["body", "trigger"] for e in errors):
+        return "invalid_trigger"
+    return "validation_error"
 
 
 def _is_body_parse_error(exc: HTTPException) -> bool:
