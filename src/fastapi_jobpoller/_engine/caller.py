@@ -86,16 +86,16 @@ class FunctionCaller:
         """`on_stuck(function name, stuck calls now)` is told of each call that gets stuck."""
         self._settings = settings
         self._semaphores: dict[tuple[str, str], asyncio.Semaphore] = {}
-        self.slots = ThreadSlots(settings.thread_pool_size, max_stuck=settings.max_stuck_threads)
-        # Room for a thread per slot and one per stuck call that gave its slot back.
-        self._threads = DaemonThreadPool(
-            settings.thread_pool_size + settings.max_stuck_threads, name="jobpoller-worker"
+        # `thread_pool_size` threads, and one more per stuck call (see `thread_slots.py`).
+        self._threads = DaemonThreadPool(settings.thread_pool_size, name="jobpoller-worker")
+        self.slots = ThreadSlots(
+            self._threads, settings.thread_pool_size, max_stuck=settings.max_stuck_threads
         )
         self._on_stuck = on_stuck
         self._loop: asyncio.AbstractEventLoop | None = None
         self._processes: ProcessPoolExecutor | None = None
         # Unfinished thread calls by deadline step (see `_call_on_thread`).
-        self._deadlines: dict[int, set[asyncio.Future[Any]]] = {}
+        self._deadlines: dict[int, dict[asyncio.Future[Any], ThreadCall]] = {}
         self._deadline_step = max(settings.attempt_timeout / 1000, _SHORTEST_DEADLINE_STEP_SECONDS)
 
     async def call(self, function: RegisteredFunction, *args: Any, **kwargs: Any) -> Any:
@@ -147,20 +147,17 @@ class FunctionCaller:
     ) -> Any:
         """Run a `def` function on the thread pool, bounded by the attempt timeout.
 
-        The call first takes a thread slot (`thread_slots.py`); its timeout starts then.
-        The most frequent call of all, so its timeout is cheap: calls are grouped by
-        deadline in steps of a thousandth of the timeout (at least 10 ms), one timer per
-        step fails the calls of its step that have not finished with TimeoutError, and a
-        call that finishes leaves its group. The thread of a timed-out call runs on (it
-        cannot be stopped): the call is stuck, and what it returns later is dropped.
+        The call joins the pool's queue; its timeout counts from when a thread starts it
+        (`thread_slots.py`). The most frequent call of all, so its timeout is cheap: calls
+        are grouped by deadline in steps of a thousandth of the timeout (at least 10 ms),
+        and one timer per step looks at the calls of its step that have not finished: one
+        still queued is not run (`NoFreeThreadError`), one a thread started late is filed
+        again under its real deadline, and one past it fails with TimeoutError. The thread
+        of a timed-out call runs on (it cannot be stopped): the call is stuck, and what it
+        returns later is dropped.
         """
         loop = asyncio.get_running_loop()
         self._loop = loop
-        try:
-            await self.slots.acquire(self._settings.attempt_timeout)
-        except BaseException:
-            _release(semaphore)
-            raise
         call = ThreadCall(function.func, args, kwargs, self._returned_from_thread)
         # A stuck call keeps its function's max_concurrency place until it returns: one
         # hanging service cannot take more threads than its limit.
@@ -168,16 +165,9 @@ class FunctionCaller:
         try:
             future = self._threads.submit_to_loop(loop, call)
         except BaseException:
-            self.slots.release()
             _release(semaphore)
             raise
-        deadline = loop.time() + self._settings.attempt_timeout
-        step = math.ceil(deadline / self._deadline_step)
-        group = self._deadlines.get(step)
-        if group is None:
-            group = self._deadlines[step] = set()
-            loop.call_at(step * self._deadline_step, self._time_out, step)
-        group.add(future)
+        self._file(loop, future, call, loop.time() + self._settings.attempt_timeout)
         try:
             result = await future
         except BaseException as error:
@@ -186,15 +176,31 @@ class FunctionCaller:
                 if isinstance(error, TimeoutError):  # not a cancel at shutdown
                     self._on_stuck(function.name, self.slots.stuck)
             else:
-                self.slots.release()
                 _release(semaphore)
             raise
         else:
-            self.slots.release()
             _release(semaphore)
             return result
         finally:
-            group.discard(future)
+            group = self._deadlines.get(call.step)
+            if group is not None:
+                group.pop(future, None)
+
+    def _file(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        future: "asyncio.Future[Any]",
+        call: ThreadCall,
+        deadline: float,
+    ) -> None:
+        """File a call under the deadline step of `deadline`, with a timer per step."""
+        step = math.ceil(deadline / self._deadline_step)
+        group = self._deadlines.get(step)
+        if group is None:
+            group = self._deadlines[step] = {}
+            loop.call_at(step * self._deadline_step, self._time_out, step)
+        group[future] = call
+        call.step = step
 
     def _returned_from_thread(self, call: ThreadCall) -> None:
         """A stuck call returned at last (called on its thread)."""
@@ -208,8 +214,25 @@ class FunctionCaller:
         _release(call.semaphore)
 
     def _time_out(self, step: int) -> None:
-        for future in self._deadlines.pop(step, ()):
-            if not future.done():
+        loop = self._loop
+        timeout = self._settings.attempt_timeout
+        for future, call in self._deadlines.pop(step, {}).items():
+            if future.done():
+                continue
+            if call.try_abandon():  # no thread started it in all that time
+                future.set_exception(
+                    NoFreeThreadError(
+                        f"no thread was free for {timeout:g} s: {self.slots.stuck} stuck, "
+                        f"{self.slots.busy} of {self.slots.size} busy"
+                    )
+                )
+            elif (
+                loop is not None
+                and call.started_at is not None
+                and call.started_at + timeout > loop.time()
+            ):
+                self._file(loop, future, call, call.started_at + timeout)
+            else:
                 # As asyncio.timeout raises it, so every kind of call reads the same.
                 future.set_exception(TimeoutError())
 

@@ -1,18 +1,22 @@
-"""Thread slots: how many `def` calls may run on the pool, and which threads are stuck.
+"""Thread slots: how many `def` calls run at once, and which threads are stuck.
 
-A `def` call cannot be stopped. One that outlives `attempt_timeout` keeps its thread: it
-is stuck. The first `max_stuck_threads` stuck calls give their slot back, and the pool
-has a spare thread for it, so a function that hangs cannot starve the others; past that
-cap a stuck call keeps its slot until it returns. A call waits for a slot before its
-timeout starts, so calls queued behind stuck ones never count as timed out; one that
-finds no slot within `attempt_timeout` is not run (`NoFreeThreadError`).
+Calls go straight to the pool's queue, first come first served; a thread that finishes a
+call takes the next one itself, with no turn of the event loop in between. The pool has
+`thread_pool_size` threads. A `def` call cannot be stopped: one that outlives
+`attempt_timeout` keeps its thread and is stuck. For the first `max_stuck_threads` stuck
+calls the pool grows by one thread, so a function that hangs cannot starve the others;
+past that cap a stuck call keeps its thread until it returns. A call's timeout counts
+from when a thread starts it, so calls queued behind stuck ones never count as timed
+out; one that no thread starts within `attempt_timeout` is not run (`NoFreeThreadError`).
 """
 
 import asyncio
-import collections
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
+
+from .threads import DaemonThreadPool
 
 __all__ = ["NoFreeThreadError", "ThreadCall", "ThreadSlots"]
 
@@ -38,6 +42,8 @@ class ThreadCall:
         "replaced",
         "semaphore",
         "started",
+        "started_at",
+        "step",
         "stuck",
     )
 
@@ -51,6 +57,11 @@ class ThreadCall:
         self._func, self._args, self._kwargs = func, args, kwargs
         self._on_return = on_return
         self.started = False
+        # When a thread started it (time.monotonic(), the event loop's clock): its
+        # timeout counts from there.
+        self.started_at: float | None = None
+        # The deadline step the caller filed it under (see `FunctionCaller`).
+        self.step = 0
         self.abandoned = False
         self.finished = False
         self.stuck = False
@@ -64,6 +75,7 @@ class ThreadCall:
             if self.abandoned:  # its caller gave up before a thread took it: never run
                 return None
             self.started = True
+            self.started_at = time.monotonic()
         try:
             return self._func(*self._args, **self._kwargs)
         finally:
@@ -72,6 +84,14 @@ class ThreadCall:
                 stuck = self.stuck
             if stuck:
                 self._on_return(self)
+
+    def try_abandon(self) -> bool:
+        """Make sure a call no thread has started never runs; False if one started it."""
+        with _STUCK_LOCK:
+            if self.started:
+                return False
+            self.abandoned = True
+            return True
 
     def mark_stuck(self) -> bool:
         """Mark the call stuck (its caller gave up while it runs); return False if it
@@ -87,100 +107,39 @@ class ThreadCall:
 
 
 class ThreadSlots:
-    """The slots of one thread pool, on one event loop."""
+    """The thread accounting of one pool: stuck calls, and the stand-ins they got."""
 
-    def __init__(self, size: int, *, max_stuck: int) -> None:
+    def __init__(self, pool: DaemonThreadPool, size: int, *, max_stuck: int) -> None:
+        self._pool = pool
         self.size = size
         self.max_stuck = max_stuck
-        self._free = size
-        # Calls waiting for a slot, first come first served, with the loop time at which
-        # each gives up. Every wait has the same bound (`attempt_timeout`), so the first
-        # waiter gives up first: one timer, for the first, serves them all (a timeout per
-        # call cost an eighth of the engine's CPU at 10,000 active polls).
-        self._waiters: collections.deque[tuple[asyncio.Future[None], float]] = (
-            collections.deque()
-        )
-        self._timer: asyncio.TimerHandle | None = None
         self.stuck = 0
-        # Stuck calls that gave their slot back (at most `max_stuck`).
+        # Stuck calls that got a stand-in thread (at most `max_stuck`).
         self._replaced = 0
 
     @property
     def busy(self) -> int:
-        """Return how many slots are taken."""
-        return self.size - self._free
+        """Return how many of the `size` threads run a call (stuck calls with a stand-in
+        do not count: their thread is extra)."""
+        return max(self._pool.running - self._replaced, 0)
 
     @property
     def waiting(self) -> int:
-        """Return how many calls wait for a slot."""
-        return sum(1 for waiter, _ in self._waiters if not waiter.done())
-
-    async def acquire(self, wait_seconds: float) -> None:
-        """Take a slot, waiting up to `wait_seconds` (the same bound for every call).
-
-        Raises:
-            NoFreeThreadError: None became free in time.
-        """
-        if self._free > 0 and not self._waiters:
-            self._free -= 1
-            return
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[None] = loop.create_future()
-        self._waiters.append((waiter, loop.time() + wait_seconds))
-        if self._timer is None:
-            self._timer = loop.call_at(self._waiters[0][1], self._give_up_waits, wait_seconds)
-        try:
-            await waiter
-        except NoFreeThreadError:
-            raise
-        except BaseException:
-            if waiter.done() and not waiter.cancelled():  # handed a slot as it gave up
-                self.release()
-            raise
-
-    def _give_up_waits(self, wait_seconds: float) -> None:
-        """Fail the waits that reached their bound; set the timer for the next one."""
-        self._timer = None
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        while self._waiters:
-            waiter, gives_up_at = self._waiters[0]
-            if waiter.done():
-                self._waiters.popleft()
-                continue
-            if gives_up_at > now:
-                self._timer = loop.call_at(gives_up_at, self._give_up_waits, wait_seconds)
-                return
-            self._waiters.popleft()
-            waiter.set_exception(
-                NoFreeThreadError(
-                    f"no thread was free for {wait_seconds:g} s: {self.stuck} stuck, "
-                    f"{self.busy} of {self.size} busy"
-                )
-            )
-
-    def release(self) -> None:
-        """Give a slot back: to the first call waiting for one, or to the free count."""
-        while self._waiters:
-            waiter, _ = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return
-        self._free += 1
+        """Return how many calls wait for a thread."""
+        return self._pool.queued
 
     def call_stuck(self) -> bool:
-        """Count a call that outlived its timeout; return whether its slot is given back."""
+        """Count a call that outlived its timeout; return whether it got a stand-in."""
         self.stuck += 1
         if self._replaced < self.max_stuck:
             self._replaced += 1
-            self.release()
+            self._pool.grow()
             return True
         return False
 
     def stuck_returned(self, replaced: bool) -> None:
-        """Count a stuck call's return; its slot comes back if it had kept it."""
+        """Count a stuck call's return; the pool is back to its size if it had a stand-in."""
         self.stuck -= 1
         if replaced:
             self._replaced -= 1
-        else:
-            self.release()
+            self._pool.shrink()

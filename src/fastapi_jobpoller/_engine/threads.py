@@ -67,17 +67,44 @@ class DaemonThreadPool(Executor):
         self._put(((loop, future), fn, args, kwargs))
         return future
 
+    @property
+    def queued(self) -> int:
+        """Return how many calls wait for a thread."""
+        return self._queue.qsize()
+
+    @property
+    def running(self) -> int:
+        """Return how many threads are running a call (stuck ones included)."""
+        return max(len(self._threads) - self._idle, 0)
+
+    def grow(self) -> None:
+        """Allow one more thread, and start it if calls are waiting (a stuck call's stand-in)."""
+        with self._lock:
+            self._max_workers += 1
+            if not self._shutdown and self._queue.qsize() > 0 and self._idle == 0:
+                self._start_thread()
+
+    def shrink(self) -> None:
+        """Allow one thread less: one thread ends once it reaches the front of the queue."""
+        with self._lock:
+            self._max_workers -= 1
+            if len(self._threads) > self._max_workers and not self._shutdown:
+                self._queue.put(None)
+
+    def _start_thread(self) -> None:
+        thread = threading.Thread(
+            target=self._work, name=f"{self._name}-{next(self._numbers)}", daemon=True
+        )
+        self._threads.append(thread)
+        thread.start()
+
     def _put(self, item: _WorkItem) -> None:
         with self._lock:
             if self._shutdown:
                 raise RuntimeError("cannot submit to a pool that is shut down")
             self._queue.put(item)
             if self._idle == 0 and len(self._threads) < self._max_workers:
-                thread = threading.Thread(
-                    target=self._work, name=f"{self._name}-{next(self._numbers)}", daemon=True
-                )
-                self._threads.append(thread)
-                thread.start()
+                self._start_thread()
             else:
                 self._idle -= 1 if self._idle else 0
 
@@ -85,6 +112,9 @@ class DaemonThreadPool(Executor):
         while True:
             item = self._queue.get()
             if item is None:
+                with self._lock:  # it was idle, waiting: it leaves the pool
+                    self._idle -= 1 if self._idle else 0
+                    self._threads.remove(threading.current_thread())
                 return
             target, fn, args, kwargs = item
             if isinstance(target, Future):
