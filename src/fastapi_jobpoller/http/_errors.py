@@ -116,7 +116,7 @@ class ErrorMappingRoute(APIRoute):
                 summary = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors)
                 return _error_response(
                     422,
-                    _validation_code(errors),
+                    "validation_error",
                     summary or "invalid request",
                     jsonable_encoder(errors),
                 )
@@ -137,13 +137,6 @@ class ErrorMappingRoute(APIRoute):
                 )
 
         return handle
-
-
-def _validation_code(errors: list[dict[str, Any]]) -> str:
-    """`invalid_trigger` when only the trigger is wrong, as when the scheduler refuses it."""
-    if errors and all(e["loc"][:2] == ["body", "trigger"] for e in errors):
-        return "invalid_trigger"
-    return "validation_error"
 
 
 def _is_body_parse_error(exc: HTTPException) -> bool:
