@@ -1,6 +1,6 @@
 """Benchmark fastapi-jobpoller against the hand-written APScheduler design.
 
-    python benchmarks/run.py            # every scenario, 30 s windows (two interleaved pairs, about 35 minutes)
+    python benchmarks/run.py            # every scenario, two interleaved pairs (35 minutes)
     python benchmarks/run.py --quick    # N = 1,000 and 5,000 and the submit API, 10 s
     python benchmarks/run.py --profile  # py-spy profiles of our engine at 5,000 and 10,000
 
