@@ -116,14 +116,32 @@ class Event:
     def message(self) -> str:
         """Return a one-line human summary."""
         subject = self.poll_id or self.job_id or self.worker_id
-        text = f"{self.type.value} {subject}"
+        text = f"{self.type.value} {_quoted(subject)}"
         if self.attempt is not None:
             text += f" attempt={self.attempt}"
         if self.outcome is not None:
             text += f" outcome={self.outcome}"
         if self.error:
-            text += f" error={self.error}"
+            text += f" error={_quoted(self.error)}"
         return text
 
 
 Listener = Callable[[Event], Awaitable[None] | None]
+
+
+def _quoted(text: str) -> str:
+    """Return `text` in double quotes, every character that could end or bend a line escaped.
+
+    Ids are refused with control characters, but error texts come from users' functions
+    and rows written by older versions: a line break or a right-to-left override in them
+    must not forge a second log line or reorder the one it is in.
+    """
+    return '"' + "".join(_escaped(ch) for ch in text) + '"'
+
+
+def _escaped(ch: str) -> str:
+    if ch in ('"', "\\"):
+        return "\\" + ch
+    if ch.isprintable() or ch == " ":
+        return ch
+    return f"\\u{ord(ch):04x}" if ord(ch) <= 0xFFFF else f"\\U{ord(ch):08x}"

@@ -105,7 +105,7 @@ class JobPoller(PollMethods, JobMethods):
         executor: Literal["thread", "process"] = "thread",
         max_concurrency: int | None = None,
     ) -> Any:
-        """Register a function that scheduled jobs can run; same arguments as above."""
+        """Register a function that scheduled jobs can run; same arguments as `poll_function`."""
         return self._register("job", name, executor=executor, max_concurrency=max_concurrency)
 
     @overload

@@ -57,7 +57,7 @@ async def test_every_event_is_logged_under_the_library_logger_with_structured_fi
     assert (field(succeeded, "attempt"), field(succeeded, "outcome")) == (2, "succeeded")
     assert isinstance(field(succeeded, "duration"), float)
     assert field(succeeded, "worker_id") == poller.worker_id
-    assert succeeded.getMessage() == "poll_succeeded k attempt=2 outcome=succeeded"
+    assert succeeded.getMessage() == 'poll_succeeded "k" attempt=2 outcome=succeeded'
     (executed,) = (r for r in events if field(r, "event") == "job_executed")
     assert (field(executed, "job_id"), field(executed, "run_id")) == ("j", run.id)
     assert field(executed, "scheduled_at") == run.scheduled_at
@@ -171,3 +171,25 @@ async def test_the_same_trouble_of_the_same_poll_is_logged_once_a_minute_and_hea
     assert len(pending) == 20 and len(warned) == 1
     assert [r.levelno for r in pending[1:]] == [logging.DEBUG] * 19
     assert len(heard) == 20
+
+
+@sqlite_only
+async def test_a_failure_text_cannot_forge_a_log_line_or_turn_it_around(
+    make_poller: PollerFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger=LOGGER)
+    poller = build(make_poller)
+    forged = 'card declined\nINFO fastapi_jobpoller: all is well \u202e"quote\\'
+
+    async with poller:
+        poll = await poller.start_poll("gives_up", {"reason": forged}, poll_id="forger")
+        await ended(poller, poll.id)
+
+    (failed,) = (r for r in library_records(caplog) if field(r, "event") == "poll_failed")
+    message = failed.getMessage()
+    assert message == (
+        'poll_failed "forger" attempt=1 outcome=failed error="card declined\\u000aINFO '
+        'fastapi_jobpoller: all is well \\u202e\\"quote\\\\"'
+    )
+    assert message.isprintable()
+    assert field(failed, "error") == forged  # the structured field keeps the text as it was

@@ -125,6 +125,7 @@ def test_the_sdist_holds_what_building_testing_and_the_docs_need(sdist: Path) ->
         "pyproject.toml",
         "mkdocs.yml",
         "scripts/settings_docs.py",
+        "scripts/reference_docs.py",
         "src/fastapi_jobpoller/py.typed",
         "docs/index.md",
         "examples/quickstart.py",

@@ -7,6 +7,8 @@ import pkgutil
 import re
 from types import ModuleType
 
+from scripts.reference_docs import render_glance, render_page
+
 import fastapi_jobpoller
 from tests.helpers import REPOSITORY
 
@@ -129,3 +131,19 @@ def test_no_public_module_exports_what_a_private_module_defines() -> None:
                 if any(part.startswith("_") for part in defined_in.split(".")[1:]):
                     leaked.append(f"{module.__name__}.{name} (from {defined_in})")
     assert leaked == []
+
+
+def test_the_at_a_glance_part_of_the_reference_is_what_the_package_says_now() -> None:
+    page = REFERENCE.read_text(encoding="utf-8")
+    assert render_page(page) == page, "run python scripts/reference_docs.py"
+
+
+def test_the_at_a_glance_part_lists_every_public_name_and_every_poller_method() -> None:
+    glance = render_glance()
+    for name in fastapi_jobpoller.__all__:
+        assert f"| `{name}` |" in glance, name
+    methods = [n for n in dir(fastapi_jobpoller.JobPoller) if not n.startswith("_")]
+    for method in methods:
+        assert f"poller.{method}" in glance, method
+    assert "| `await poller.start_poll(function, arguments=None, *, poll_id=None," in glance
+    assert "| `poller.poll_function(name=None, *, executor='thread'," in glance
