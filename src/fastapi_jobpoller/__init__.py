@@ -33,6 +33,7 @@ from .models import PollInfo as PollInfo
 from .models import PollOptions as PollOptions
 from .models import PollState as PollState
 from .models import QuarantinedRow as QuarantinedRow
+from .models import WorkerInfo as WorkerInfo
 from .outcomes import Done as Done
 from .outcomes import Failed as Failed
 from .outcomes import Pending as Pending
@@ -75,6 +76,7 @@ __all__ = [
     "PollOptions",
     "PollState",
     "QuarantinedRow",
+    "WorkerInfo",
     "__version__",
     "get_jobs_router",
     "jobpoller_error_handler",

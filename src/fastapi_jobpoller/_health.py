@@ -6,6 +6,8 @@ running, the database does not answer, or cycles have failed for a long stretch.
 stuck threads, a saturated thread pool, rows set aside, jobs no running process can run.
 """
 
+from typing import Literal
+
 from ._engine.dispatcher import Dispatcher
 from .models import Health
 
@@ -23,28 +25,33 @@ def assess(
     database_ok: bool,
     schema_ready: bool,
     worker_id: str,
+    role: Literal["engine", "worker", "client"] = "engine",
     quarantined: int | None = None,
+    workers: int | None = None,
 ) -> Health:
     """Return this process's health from its engine and a fresh database check.
 
     `quarantined`: rows set aside, just counted; None to use the engine's last re-check.
-    """
+    `workers`: live processes in the registry. A client has no engine: only its database
+    counts."""
     engine_alive = dispatcher is not None and dispatcher.alive
     down: list[str] = []
-    if not engine_alive:
+    if not engine_alive and role != "client":
         down.append("the engine's dispatch loop is not running")
     if not database_ok:
         down.append("the database does not answer")
     elif not schema_ready:
         down.append("the tables have not been checked since this process started")
-    if dispatcher is None:
+    if dispatcher is None:  # a client, or an engine not started
+        without_engine = {"engine_alive": False, "in_flight": 0, "problems": down}
         return Health(
-            status="unavailable",
-            engine_alive=False,
+            status="unavailable" if down else "ok",
             database_ok=database_ok,
             worker_id=worker_id,
-            in_flight=0,
-            problems=down,
+            role=role,
+            workers=workers,
+            quarantined=quarantined or 0,
+            **without_engine,
         )
     cycles, threads, upkeep = dispatcher.cycles, dispatcher.threads, dispatcher.upkeep.report
     if quarantined is None:
@@ -61,6 +68,8 @@ def assess(
         database_ok=database_ok,
         worker_id=worker_id,
         in_flight=dispatcher.in_flight,
+        role=role,
+        workers=workers,
         last_cycle_at=cycles.last_success_at,
         failed_cycles=cycles.failed_cycles,
         threads_busy=threads.busy,

@@ -62,7 +62,7 @@ class JobMethods(PollerBase):
             ConfigurationError: The poller is already running, or the id is declared.
             InvalidTriggerError: The trigger is invalid (the message names the job).
         """
-        if self._dispatcher is not None:
+        if self._started:
             raise ConfigurationError("declare jobs before start; use add_job on a running poller")
         check_id("job", job_id)
         if job_id in self._declared_jobs:
@@ -175,7 +175,7 @@ class JobMethods(PollerBase):
             JobAlreadyRanError: A date job with this id already ran at this run date.
         """
         dispatcher = self._require_running()
-        stored_arguments = self._arguments("job", function, arguments)
+        stored_arguments = await self._checked_arguments("job", function, arguments)
         now = utcnow()
         requested = validated_trigger(trigger)
         spec = await self._trigger(requested, now)
@@ -312,7 +312,8 @@ class JobMethods(PollerBase):
         if max_instances is not None and max_instances < 1:
             raise InvalidArgumentsError("max_instances must be ≥ 1")
         if function is not None:
-            self._registry.get("job", function)
+            await self._look_up_elsewhere("job", function)
+            self._registry.require_known("job", function)
         values: dict[str, Any] = {
             key: value
             for key, value in (

@@ -69,7 +69,7 @@ class PollMethods(PollerBase):
     ) -> tuple[PollInfo, bool]:
         """Do what `start_poll` does; also return whether the poll was created now."""
         dispatcher = self._require_running()
-        stored_arguments = self._arguments("poll", function, arguments)
+        stored_arguments = await self._checked_arguments("poll", function, arguments)
         try:
             if options is None:
                 options = _POLL_OPTIONS_ADAPTER.validate_python(option_values)
@@ -77,8 +77,9 @@ class PollMethods(PollerBase):
                 options = PollOptions(**{**options.model_dump(), **option_values})
         except ValidationError as exc:
             raise InvalidArgumentsError(f"invalid poll options: {exc}") from None
+        await self._look_up_elsewhere("callback", *options.callbacks)
         for name in options.callbacks:
-            self._registry.get("callback", name)
+            self._registry.require_known("callback", name)
         now = utcnow()
         row = self._new_poll_row(function, stored_arguments, poll_id, options, now)
         # Every engine, this process's too, looks for due polls at least every

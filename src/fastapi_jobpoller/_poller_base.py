@@ -8,6 +8,7 @@ import unicodedata
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Literal, TypeVar
 
 import anyio.to_thread
@@ -15,14 +16,16 @@ from pydantic import ValidationError
 
 from ._engine.dispatcher import Dispatcher
 from ._engine.event_bus import EventBus
-from ._engine.registry import Registry
+from ._engine.presence import NoEngine, ProcessPresence
+from ._engine.registry import FunctionKind, Registry
 from ._storage.database import Database
 from ._storage.history_store import HistoryStore
 from ._storage.job_store import JobStore
 from ._storage.poll_store import PollStore
 from ._storage.quarantine_store import QuarantineStore
 from ._storage.run_store import RunStore
-from ._storage.tables import ID_LENGTH
+from ._storage.tables import ID_LENGTH, utcnow
+from ._storage.worker_store import WorkerStore
 from .config import JobPollerSettings
 from .events import EventType
 from .exceptions import (
@@ -92,6 +95,9 @@ class JobDeclaration:
     options: dict[str, Any]
 
 
+_NO_ENGINE = NoEngine()
+
+
 class PollerBase:
     """The state of a `JobPoller`; `poller.py` documents the class itself."""
 
@@ -100,6 +106,7 @@ class PollerBase:
     _runs: RunStore
     _history: HistoryStore
     _quarantine: QuarantineStore
+    _workers: WorkerStore
 
     def __init__(self, settings: JobPollerSettings | None = None, /, **overrides: Any) -> None:
         if isinstance(overrides.get("settings"), JobPollerSettings) and settings is None:
@@ -118,6 +125,10 @@ class PollerBase:
         self._events = EventBus()
         self._database: Database | None = None
         self._dispatcher: Dispatcher | None = None
+        self._presence: ProcessPresence | None = None
+        self._started = False
+        # What a process with an engine calls itself: the worker command says "worker".
+        self._engine_role: Literal["engine", "worker"] = "engine"
         self._schema_ready = False
         # Jobs declared with `declare_job`, applied at every start.
         self._declared_jobs: dict[str, JobDeclaration] = {}
@@ -137,7 +148,7 @@ class PollerBase:
                 f"arguments={{'ticket': 't-1'}}, not a {type(arguments).__name__}: name each "
                 "value (APScheduler's args=[...] have no place here)"
             )
-        stored = self._registry.get(kind, function).validate_arguments(arguments)
+        stored = self._registry.stored_arguments(kind, function, arguments)
         size = len(json.dumps(stored, separators=(",", ":")).encode())
         if size > self.settings.max_arguments_bytes:
             raise PayloadTooLargeError(
@@ -146,8 +157,25 @@ class PollerBase:
             )
         return stored
 
-    def _require_running(self) -> Dispatcher:
-        if self._dispatcher is None:
+    async def _checked_arguments(
+        self, kind: Literal["poll", "job"], function: str, arguments: Mapping[str, Any] | None
+    ) -> dict[str, Any]:
+        """`_arguments`, after a look at the registry if only a worker may know `function`."""
+        await self._look_up_elsewhere(kind, function)
+        return self._arguments(kind, function, arguments)
+
+    async def _look_up_elsewhere(self, kind: FunctionKind, *names: str) -> None:
+        """Read the registry now if a name is unknown here and at the last heartbeat: a
+        worker that started a moment ago is known at once, not a heartbeat later."""
+        if all(self._registry.is_known(kind, name) for name in names):
+            return
+        alive_after = utcnow() - timedelta(seconds=self.settings.lease_seconds)
+        self._registry.elsewhere = await in_thread(
+            lambda: self._workers.functions_alive(alive_after=alive_after)
+        )
+
+    def _require_running(self) -> Dispatcher | NoEngine:
+        if not self._started:
             raise NotRunningError(
                 "start the poller first: mount_scheduler(app, poller) runs it with the app; "
                 "elsewhere, `async with poller:`"
@@ -156,4 +184,4 @@ class PollerBase:
             raise DatabaseUnavailableError(
                 "the database has not been reachable since this process started"
             )
-        return self._dispatcher
+        return self._dispatcher or _NO_ENGINE

@@ -113,10 +113,7 @@ class JobPollerSettings(BaseSettings):
     default_poll_timeout: float | None = Field(
         default=None,
         gt=0.0,
-        description=(
-            "Seconds from a poll's creation until it times out, for polls started "
-            "without `timeout`; unset means never."
-        ),
+        description="Seconds from a poll's creation to its timeout, if not given; unset: never.",
     )
     default_max_errors: int = Field(
         default=5,
@@ -207,6 +204,24 @@ class JobPollerSettings(BaseSettings):
             "Least seconds before a poll naming a function that this process does not "
             "register is looked at again. The poll stays stored for a process that "
             "registers it, such as one running a newer deploy."
+        ),
+    )
+    run_engine: bool = Field(
+        default=True,
+        description=(
+            "Run the engine in this process. Off, it is a client: it submits, reads and "
+            "serves the API, while `jobpoller worker app:poller` processes (or other apps) "
+            "do the work, of functions it may not register itself."
+        ),
+    )
+    heartbeat_seconds: float = Field(
+        default=0.5,
+        ge=0.1,
+        le=60.0,
+        description=(
+            "Seconds between two heartbeats in the worker registry (an UPDATE and a few "
+            "small SELECTs). On PostgreSQL a killed process's work is taken over within "
+            "about two of them; elsewhere when its leases expire. Same in every process."
         ),
     )
     recheck_seconds: float = Field(

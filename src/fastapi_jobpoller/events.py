@@ -42,6 +42,7 @@ class EventType(StrEnum):
     POLL_CALLBACK_FAILED = "poll_callback_failed"
     POLL_QUARANTINED = "poll_quarantined"
     THREAD_STUCK = "thread_stuck"
+    WORKER_LOST = "worker_lost"
 
 
 # Healthy operation logs at DEBUG (quiet at INFO); configuration changes at INFO; what
@@ -70,6 +71,8 @@ _LEVELS: dict[EventType, int] = {
     EventType.POLL_CALLBACK_FAILED: logging.ERROR,
     EventType.POLL_QUARANTINED: logging.WARNING,
     EventType.THREAD_STUCK: logging.WARNING,
+    # Logged at WARNING by the process that takes the lost one's work over, with counts.
+    EventType.WORKER_LOST: logging.DEBUG,
 }
 # An attempt that raised leaves its poll pending (a transient error), but it is a failure
 # of user code all the same: it must show at INFO.

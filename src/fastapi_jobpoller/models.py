@@ -26,6 +26,7 @@ __all__ = [
     "PollOptions",
     "PollState",
     "QuarantinedRow",
+    "WorkerInfo",
     "Trigger",
 ]
 
@@ -232,6 +233,36 @@ class QuarantinedRow(BaseModel):
     worker: str | None = Field(default=None, description="The process that set it aside.")
 
 
+class WorkerInfo(BaseModel):
+    """One process in the worker registry: what it is, what it registers, how it does."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str = Field(description="The process's worker id (`host:pid:random`), as in leases.")
+    host: str
+    pid: int
+    role: Literal["engine", "worker", "client"] = Field(
+        description=(
+            "`engine`: an app that runs the engine; `worker`: the engine alone; `client`: "
+            "submits and reads, runs nothing."
+        )
+    )
+    version: str = Field(description="The fastapi-jobpoller version it runs.")
+    started_at: datetime
+    heartbeat_at: datetime
+    alive: bool = Field(
+        description=(
+            "Its last heartbeat is younger than `lease_seconds`. (On PostgreSQL a process "
+            "that died is forgotten within a heartbeat of the others.)"
+        )
+    )
+    functions: dict[str, list[str]] = Field(
+        description="The names it registers, by kind: `poll`, `job`, `callback`."
+    )
+    in_flight: int = Field(description="Attempts and job runs it was executing at its heartbeat.")
+    threads_stuck: int = Field(description="Its `def` calls stuck past `attempt_timeout`.")
+
+
 class Health(BaseModel):
     """Whether this process's engine runs, reaches its database and keeps up."""
 
@@ -247,8 +278,19 @@ class Health(BaseModel):
     database_ok: bool = Field(description="A query to the database just succeeded.")
     worker_id: str = Field(description="This process's name in lease columns.")
     in_flight: int = Field(description="Attempts and job runs this process is executing.")
-    role: Literal["peer"] = Field(
-        default="peer", description="Every process claims work alike; there is no leader."
+    role: Literal["engine", "worker", "client"] = Field(
+        default="engine",
+        description=(
+            "`engine`: an app that runs the engine; `worker`: the engine alone; `client`: "
+            "`run_engine` is off. Engines claim work alike: there is no leader."
+        ),
+    )
+    workers: int | None = Field(
+        default=None,
+        description=(
+            "Processes alive in the worker registry (all roles, this one included); None "
+            "when the database did not answer."
+        ),
     )
     last_cycle_at: datetime | None = Field(
         default=None, description="When a dispatch cycle of this process last succeeded."

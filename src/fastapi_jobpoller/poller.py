@@ -5,9 +5,9 @@ are in `_poll_methods.py`, the job methods in `_job_methods.py`, the state they 
 `_poller_base.py`.
 """
 
-import asyncio
 import logging
 from collections.abc import Callable
+from datetime import timedelta
 from types import TracebackType
 from typing import Any, Literal, TypeVar, overload
 
@@ -15,16 +15,17 @@ import anyio
 import anyio.to_thread
 
 from ._engine.dispatcher import Dispatcher
+from ._engine.presence import ProcessPresence
 from ._health import assess
 from ._job_methods import JobMethods
 from ._poll_methods import PollMethods
 from ._poller_base import check_page, in_thread
-from ._storage.change_listener import ChangeListener
 from ._storage.database import Database
 from ._storage.stores import Stores
+from ._storage.tables import utcnow
 from .events import EventType, Listener
 from .exceptions import ConfigurationError, DatabaseUnavailableError
-from .models import Health, QuarantinedRow
+from .models import Health, QuarantinedRow, WorkerInfo
 
 __all__ = ["JobPoller"]
 
@@ -48,8 +49,6 @@ class JobPoller(PollMethods, JobMethods):
     Use `async with poller:` (or `await poller.start()` / `await poller.shutdown()`).
     Register functions before starting; every process must register the same ones.
     """
-
-    _change_listener: ChangeListener | None = None
 
     # -- registration ----------------------------------------------------------------
 
@@ -166,7 +165,14 @@ class JobPoller(PollMethods, JobMethods):
     @property
     def running(self) -> bool:
         """Return whether the poller is started."""
-        return self._dispatcher is not None
+        return self._started
+
+    @property
+    def role(self) -> Literal["engine", "worker", "client"]:
+        """Return what this process is: `engine` (an app that runs the engine too),
+        `worker` (the engine alone: `python -m fastapi_jobpoller worker`) or `client`
+        (`run_engine` off: it submits and reads, engines elsewhere do the work)."""
+        return self._engine_role if self.settings.run_engine else "client"
 
     @property
     def engine_alive(self) -> bool:
@@ -189,12 +195,12 @@ class JobPoller(PollMethods, JobMethods):
         `status` is `ok` when all is well, `degraded` when the engine works but something
         needs a look, `unavailable` when it cannot make progress; `problems` says why.
         """
-        database, quarantined = self._database, None
+        database, quarantined, workers = self._database, None, None
         database_ok = False
         if database is not None:
             try:
                 with anyio.fail_after(_HEALTH_QUERY_SECONDS):
-                    quarantined = await anyio.to_thread.run_sync(
+                    quarantined, workers = await anyio.to_thread.run_sync(
                         self._probe, database, abandon_on_cancel=True
                     )
                 database_ok = True
@@ -205,15 +211,33 @@ class JobPoller(PollMethods, JobMethods):
             database_ok=database_ok,
             schema_ready=self._schema_ready,
             worker_id=self.worker_id,
+            role=self.role,
             quarantined=quarantined,
+            workers=workers,
         )
 
-    def _probe(self, database: Database) -> int | None:
-        """Query the database: how many rows are set aside (None before the tables are)."""
+    def _probe(self, database: Database) -> tuple[int | None, int | None]:
+        """Query the database: rows set aside, live workers (None before the tables are)."""
         if not self._schema_ready:
             database.ping()
-            return None
-        return sum(self._quarantine.count().values())
+            return None, None
+        quarantined = sum(self._quarantine.count().values())
+        return quarantined, sum(w.alive for w in self._workers_now())
+
+    def _workers_now(self) -> list[WorkerInfo]:
+        now, rows = utcnow(), self._workers.list_rows()
+        fresh = timedelta(seconds=self.settings.lease_seconds)  # as the others judge it
+        return [WorkerInfo(**row, alive=now - row["heartbeat_at"] <= fresh) for row in rows]
+
+    async def list_workers(self) -> list[WorkerInfo]:
+        """Return the processes in the worker registry, oldest first, this one included.
+
+        Each engine and client registers itself at start and refreshes its row every
+        `heartbeat_seconds`; a process that stopped leaves, one that died is forgotten
+        by the others (on PostgreSQL within a heartbeat, elsewhere after `lease_seconds`).
+        """
+        self._require_running()
+        return await in_thread(self._workers_now)
 
     async def list_quarantined(
         self, *, kind: Literal["poll", "job"] | None = None, limit: int = 100, offset: int = 0
@@ -256,29 +280,52 @@ class JobPoller(PollMethods, JobMethods):
         stores = Stores.open(database, default_zone=self.settings.timezone)
         self._polls, self._jobs, self._runs = stores.polls, stores.jobs, stores.runs
         self._history, self._quarantine = stores.history, stores.quarantine
+        self._workers = stores.workers
         self._schema_ready = False
         self._events.start()
-        self._dispatcher = Dispatcher(
-            settings=self.settings,
-            registry=self._registry,
-            events=self._events,
-            stores=stores,
-            worker_id=self.worker_id,
-            startup=self._prepare_database,
+        engine = self.settings.run_engine
+        dispatcher = (
+            Dispatcher(
+                settings=self.settings,
+                registry=self._registry,
+                events=self._events,
+                stores=stores,
+                worker_id=self.worker_id,
+                startup=self._prepare_database,
+            )
+            if engine
+            else None
         )
+        self._dispatcher, self._started = dispatcher, True
         try:
-            if await self._database_ready():
-                self._dispatcher.mark_ready()
+            ready = await self._database_ready()
         except BaseException:
-            self._dispatcher = None
+            self._dispatcher, self._started = None, False
             self._database = None
             database.dispose()
             await self._events.stop()
             raise
-        self._dispatcher.start()
-        if database.notifies:
-            self._listen_for_changes(database, self._dispatcher)
+        if dispatcher is not None:
+            if ready:
+                dispatcher.mark_ready()
+            dispatcher.start()
+        self._presence = self._start_presence(stores, dispatcher)
         self._emit(EventType.SCHEDULER_STARTED)
+
+    def _start_presence(self, stores: Stores, dispatcher: Dispatcher | None) -> ProcessPresence:
+        """Register this process and keep it registered (and, on PostgreSQL, present)."""
+        return ProcessPresence.start(
+            settings=self.settings,
+            stores=stores,
+            registry=self._registry,
+            events=self._events,
+            worker_id=self.worker_id,
+            role=self.role,
+            dispatcher=dispatcher,
+            # A client has no engine to retry the start-up while the database is down.
+            startup=None if dispatcher else self._prepare_database,
+            ready=lambda: self._schema_ready,
+        )
 
     async def _database_ready(self) -> bool:
         """Prepare the database; False if it is down (the engine retries, degraded).
@@ -302,18 +349,6 @@ class JobPoller(PollMethods, JobMethods):
             return False
         return True
 
-    def _listen_for_changes(self, database: Database, dispatcher: Dispatcher) -> None:
-        """Wake the engine when another process announces a change (PostgreSQL NOTIFY)."""
-        loop = asyncio.get_running_loop()
-
-        def wake_from_thread(subject: str) -> None:
-            loop.call_soon_threadsafe(dispatcher.wake, subject != "polls")
-
-        self._change_listener = ChangeListener(
-            database.url, database.change_channel, wake_from_thread
-        )
-        self._change_listener.start()
-
     async def _prepare_database(self) -> None:
         """Create or check the tables, then apply the declared jobs."""
         database = self._database
@@ -331,14 +366,14 @@ class JobPoller(PollMethods, JobMethods):
         Work still running after the grace period is abandoned; its leases are handed
         back so another process (or the next start) runs it again.
         """
-        dispatcher, database = self._dispatcher, self._database
-        if dispatcher is None or database is None:
+        dispatcher, database, presence = self._dispatcher, self._database, self._presence
+        if not self._started or database is None:
             return
-        self._dispatcher = None
-        if self._change_listener is not None:
-            self._change_listener.stop()
-            self._change_listener = None
-        await dispatcher.stop(self.settings.shutdown_grace_seconds if grace is None else grace)
+        self._dispatcher, self._presence, self._started = None, None, False
+        if dispatcher is not None:
+            await dispatcher.stop(self.settings.shutdown_grace_seconds if grace is None else grace)
+        if presence is not None:
+            await presence.stop()  # after the leases were handed back
         database.dispose()
         self._database = None
         self._emit(EventType.SCHEDULER_STOPPED)

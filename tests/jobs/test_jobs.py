@@ -597,7 +597,8 @@ def register_counter(poller: JobPoller) -> None:
 
 
 async def add_then_stop(make_poller: PollerFactory, **job_options: Any) -> tuple[str, datetime]:
-    """Add a 0.1 s interval job whose first tick comes after this poller has stopped.
+    """Add a 0.1 s interval job whose first tick comes after this poller has stopped (3 s
+    leave room for a start and a stop on a busy machine).
 
     Returns the job's id and its first tick. Callers pass a high `max_instances`, so
     no tick is skipped while the previous run's end is still being written.
@@ -605,7 +606,7 @@ async def add_then_stop(make_poller: PollerFactory, **job_options: Any) -> tuple
     poller = make_poller()
     register_counter(poller)
     async with poller:
-        start = utcnow() + timedelta(seconds=1.5)
+        start = utcnow() + timedelta(seconds=3.0)
         job = await poller.add_job(
             "counter", IntervalTrigger(seconds=0.1, start_date=start), **job_options
         )

@@ -32,7 +32,7 @@ LAYERS = (
         },
     ),
     ("http", {"http", "router"}),
-    ("app", {"lifespan"}),
+    ("app", {"lifespan", "cli", "__main__"}),
     ("package", {"__init__"}),
 )
 

@@ -117,6 +117,21 @@ def register_functions(poller: JobPoller, ledger: Ledger) -> None:
         return Done({"pid": os.getpid(), "starts": started})
 
     @poller.poll_function()
+    async def wait_first(key: str, first_call_seconds: float) -> Done:
+        """`slow_first` as a coroutine: hundreds can be in flight at once."""
+        started = await asyncio.to_thread(ledger.record, key, "start")
+        if started == 1:
+            await asyncio.sleep(first_call_seconds)
+        await asyncio.to_thread(ledger.record, key, "end")
+        return Done({"pid": os.getpid(), "starts": started})
+
+    @poller.job_function()
+    def slow_tick(key: str, first_call_seconds: float) -> None:
+        """Record a tick; the first one takes `first_call_seconds`."""
+        if ledger.record(key, "tick") == 1:
+            time.sleep(first_call_seconds)
+
+    @poller.poll_function()
     def keep_going(key: str) -> Pending:
         """Never finish, and record nothing: load, for the shutdown tests."""
         return Pending(progress=key)
@@ -151,7 +166,7 @@ async def _run_command(poller: JobPoller, command: dict[str, Any]) -> str:
         job = await poller.add_job(
             command["function"],
             IntervalTrigger(seconds=command["seconds"]),
-            arguments={"key": command["job_id"]},
+            arguments={"key": command["job_id"], **command.get("arguments", {})},
             job_id=command["job_id"],
             **command.get("job_options", {}),
         )

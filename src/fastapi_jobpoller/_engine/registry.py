@@ -96,6 +96,22 @@ class RegisteredFunction:
         return {name: getattr(model, name) for name in type(model).model_fields}
 
 
+def _json_object(arguments: dict[str, Any]) -> dict[str, Any]:
+    """Return `arguments` if they come back equal from JSON; the worker checks the rest."""
+    try:
+        text = json.dumps(arguments, allow_nan=False, ensure_ascii=False)
+        text.encode()
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgumentsError(f"arguments are not JSON: {exc}") from None
+    if not _equal(arguments, json.loads(text)):
+        raise InvalidArgumentsError(
+            "arguments must come back equal from JSON (no tuples, sets, dates or bytes): "
+            "the function is registered in another process, which checks them by its "
+            "signature when it runs"
+        )
+    return arguments
+
+
 def _same_after_storage(given: BaseModel, returned: BaseModel) -> None:
     for field in type(given).model_fields:
         before, after = getattr(given, field), getattr(returned, field)
@@ -229,6 +245,9 @@ class Registry:
 
     def __init__(self) -> None:
         self._functions: dict[tuple[FunctionKind, str], RegisteredFunction] = {}
+        # Names that live engine processes register, from the worker registry: a client
+        # accepts work for them (refreshed at every heartbeat).
+        self.elsewhere: dict[str, set[str]] = {}
 
     def register(
         self,
@@ -290,6 +309,36 @@ class Registry:
             return self._functions[(kind, name)]
         except KeyError:
             raise FunctionNotFoundError(f"no {kind} function is registered as {name!r}") from None
+
+    def stored_arguments(
+        self, kind: FunctionKind, name: str, arguments: Mapping[str, Any] | None
+    ) -> dict[str, Any]:
+        """Return `arguments` as they are stored, checked against this process's function,
+        or, if only a live worker registers it, checked as JSON alone.
+
+        Raises:
+            FunctionNotFoundError: Neither this process nor a live worker registers it.
+            InvalidArgumentsError: The arguments do not fit or are not JSON.
+        """
+        if (kind, name) in self._functions:
+            return self._functions[(kind, name)].validate_arguments(arguments)
+        self.require_known(kind, name)
+        return _json_object(dict(arguments or {}))
+
+    def is_known(self, kind: FunctionKind, name: str) -> bool:
+        """Return whether this process or a live worker (at the last look) registers it."""
+        return (kind, name) in self._functions or name in self.elsewhere.get(kind, ())
+
+    def require_known(self, kind: FunctionKind, name: str) -> None:
+        """Check that this process or a live worker registers `name`.
+
+        Raises:
+            FunctionNotFoundError: Neither does.
+        """
+        if not self.is_known(kind, name):
+            raise FunctionNotFoundError(
+                f"no {kind} function is registered as {name!r}, in this process or in a live worker"
+            )
 
     def names(self, kind: FunctionKind) -> list[str]:
         """Return the registered names of one kind, sorted."""

@@ -8,7 +8,9 @@ connection and wakes its engine at once, instead of at its next idle check. Else
 
 import logging
 import threading
+import time
 from collections.abc import Callable
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -23,15 +25,31 @@ _RECONNECT_SECONDS = 2.0
 
 
 class ChangeListener:
-    """A daemon thread that LISTENs on `channel` and calls `on_change(payload)` per wake-up."""
+    """A daemon thread that LISTENs on `channel` and calls `on_change(payload)` per wake-up.
 
-    def __init__(self, url: sa.URL, channel: str, on_change: Callable[[str], None]) -> None:
+    With `presence_lock` (two 31-bit keys), the same connection also holds that
+    session-level advisory lock while it lives: the other processes see in `pg_locks`
+    that this one is alive, and see it gone the moment its session ends (a kill, a crash),
+    not a lease later. `present_since` is when the lock was last taken (monotonic), None
+    while it is not held.
+    """
+
+    def __init__(
+        self,
+        url: sa.URL,
+        channel: str,
+        on_change: Callable[[str], None],
+        *,
+        presence_lock: tuple[int, int] | None = None,
+    ) -> None:
         self._url = url.set(drivername="postgresql")
         self._channel = channel
         self._on_change = on_change
+        self._presence_lock = presence_lock
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.listening = False
+        self.present_since: float | None = None
 
     def start(self) -> None:
         """Start listening in the background."""
@@ -50,6 +68,7 @@ class ChangeListener:
             try:
                 with psycopg.connect(conninfo, autocommit=True) as connection:
                     connection.execute(f'LISTEN "{self._channel}"')
+                    self._take_presence_lock(connection)
                     self.listening = True
                     while not self._stop.is_set():
                         for notify in connection.notifies(timeout=_WAIT_SECONDS, stop_after=1):
@@ -62,5 +81,23 @@ class ChangeListener:
                         extra={"event": "listen_lost"},
                     )
                 self.listening = False
+                self.present_since = None
                 self._stop.wait(_RECONNECT_SECONDS)
         self.listening = False
+        self.present_since = None
+
+    def _take_presence_lock(self, connection: Any) -> None:
+        if self._presence_lock is None:
+            return
+        row = connection.execute(
+            "SELECT pg_try_advisory_lock(%s, %s)", self._presence_lock
+        ).fetchone()
+        if row is not None and row[0]:
+            self.present_since = time.monotonic()
+        else:  # only if another process drew the same key: the heartbeat stands in
+            logger.warning(
+                "the presence lock %r is held by another session; takeover of this "
+                "process's work falls back to its heartbeat",
+                self._presence_lock,
+                extra={"event": "presence_lock_taken"},
+            )

@@ -9,6 +9,7 @@ from .job_store import JobStore
 from .poll_store import PollStore
 from .quarantine_store import QuarantineStore
 from .run_store import RunStore
+from .worker_store import WorkerStore
 
 __all__ = ["Stores"]
 
@@ -24,6 +25,7 @@ class Stores:
     runs: RunStore
     history: HistoryStore
     quarantine: QuarantineStore
+    workers: WorkerStore
 
     @classmethod
     def open(cls, database: Database, *, default_zone: str) -> "Stores":
@@ -36,4 +38,5 @@ class Stores:
             runs=RunStore(database, default_zone=default_zone),
             history=HistoryStore(database),
             quarantine=QuarantineStore(database),
+            workers=WorkerStore(database),
         )

@@ -88,6 +88,7 @@ class Tables:
         self.job_runs = _job_runs_table(self.metadata, prefix)
         self.poll_attempts = _poll_attempts_table(self.metadata, prefix)
         self.quarantine = _quarantine_table(self.metadata, prefix)
+        self.workers = _workers_table(self.metadata, prefix)
         self.schema_version = _schema_version_table(self.metadata, prefix)
 
 
@@ -215,6 +216,32 @@ def _quarantine_table(metadata: sa.MetaData, prefix: str) -> sa.Table:
         sa.Column("reason", sa.Text, nullable=False),
         sa.Column("found_at", UTCDateTime, nullable=False),
         sa.Column("worker", _key(), nullable=True),
+    )
+
+
+def _workers_table(metadata: sa.MetaData, prefix: str) -> sa.Table:
+    """The worker registry: one row per running process, kept fresh by its heartbeat.
+
+    A table of its own (added by `create_tables` alone). `lock_key`: on PostgreSQL, the
+    session-level advisory lock the process holds while its connection lives; the other
+    processes read `pg_locks` to see at once that it is gone. NULL elsewhere.
+    """
+    return sa.Table(
+        f"{prefix}workers",
+        metadata,
+        sa.Column("id", _key(), primary_key=True),
+        sa.Column("host", sa.String(255), nullable=False),
+        sa.Column("pid", sa.Integer, nullable=False),
+        # "engine" (an app with its engine), "worker" (engine only), "client" (no engine).
+        sa.Column("role", sa.String(16), nullable=False),
+        sa.Column("version", sa.String(32), nullable=False),
+        sa.Column("started_at", UTCDateTime, nullable=False),
+        sa.Column("heartbeat_at", UTCDateTime, nullable=False),
+        # {"poll": [...], "job": [...], "callback": [...]}: what it registers.
+        sa.Column("functions", _json(), nullable=False),
+        sa.Column("in_flight", sa.Integer, nullable=False),
+        sa.Column("threads_stuck", sa.Integer, nullable=False),
+        sa.Column("lock_key", sa.BigInteger, nullable=True),
     )
 
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from fastapi import APIRouter, Depends, Response, status
 from fastapi.params import Depends as DependsParam
 
-from ..models import Health
+from ..models import Health, WorkerInfo
 from ..poller import JobPoller
 from ._auth import access_dependency
 from ._errors import jobpoller_error_handler
@@ -90,6 +90,16 @@ def get_jobs_router(
             job_functions=poller.function_names("job"),
             callbacks=poller.function_names("callback"),
         )
+
+    @router.get(
+        "/workers",
+        response_model=list[WorkerInfo],
+        dependencies=read,
+        responses=responses(401, 403, 503),
+        summary="List the processes sharing this database: engines, workers and clients",
+    )
+    async def list_workers() -> list[WorkerInfo]:
+        return await poller.list_workers()
 
     context = RouteContext(poller=poller, read=read, write=write)
     add_poll_routes(router, context)
