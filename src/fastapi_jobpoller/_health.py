@@ -42,18 +42,20 @@ def assess(
         down.append("the database does not answer")
     elif not schema_ready:
         down.append("the tables have not been checked since this process started")
+    process = {"database_ok": database_ok, "worker_id": worker_id, "role": role}
     if dispatcher is None:  # a client, or an engine not started
-        without_engine = {"engine_alive": False, "in_flight": 0, "problems": down}
-        return Health(
-            status="unavailable" if down else "ok",
-            database_ok=database_ok,
-            worker_id=worker_id,
-            role=role,
-            workers=workers,
-            quarantined=quarantined or 0,
-            **without_engine,
+        return Health.model_validate(
+            {
+                **process,
+                "status": "unavailable" if down else "ok",
+                "engine_alive": False,
+                "in_flight": 0,
+                "workers": workers,
+                "quarantined": quarantined or 0,
+                "problems": down,
+            }
         )
-    cycles, threads, upkeep = dispatcher.cycles, dispatcher.threads, dispatcher.upkeep.report
+    cycles, upkeep = dispatcher.cycles, dispatcher.upkeep.report
     if quarantined is None:
         quarantined = upkeep.quarantined
     failing = f"{cycles.failed_cycles} dispatch cycles failed in a row: {cycles.last_failure}"
@@ -62,28 +64,37 @@ def assess(
     warnings = _warnings(dispatcher, quarantined)
     if _FAILED_CYCLES_DEGRADED <= cycles.failed_cycles < _FAILED_CYCLES_UNAVAILABLE:
         warnings.insert(0, failing)
-    return Health(
-        status="unavailable" if down else "degraded" if warnings else "ok",
-        engine_alive=engine_alive,
-        database_ok=database_ok,
-        worker_id=worker_id,
-        in_flight=dispatcher.in_flight,
-        role=role,
-        workers=workers,
-        last_cycle_at=cycles.last_success_at,
-        failed_cycles=cycles.failed_cycles,
-        threads_busy=threads.busy,
-        threads_stuck=threads.stuck,
-        threads_waiting=threads.waiting,
-        quarantined=quarantined,
-        unclaimed_jobs=len(upkeep.unclaimed_jobs),
-        problems=down + warnings,
+    return Health.model_validate(
+        {
+            **process,
+            "status": "unavailable" if down else "degraded" if warnings else "ok",
+            "problems": down + warnings,
+        }
+        | _engine_figures(dispatcher, quarantined)
+        | {"engine_alive": engine_alive, "workers": workers}
     )
+
+
+def _engine_figures(dispatcher: Dispatcher, quarantined: int) -> dict[str, object]:
+    """Return what /health reports of this process's engine."""
+    cycles, threads, upkeep = dispatcher.cycles, dispatcher.threads, dispatcher.upkeep.report
+    return {
+        "in_flight": dispatcher.in_flight,
+        "last_cycle_at": cycles.last_success_at,
+        "failed_cycles": cycles.failed_cycles,
+        "threads_busy": threads.busy,
+        "threads_stuck": threads.stuck,
+        "threads_waiting": threads.waiting,
+        "quarantined": quarantined,
+        "unclaimed_jobs": len(upkeep.unclaimed_jobs),
+        "unclaimed_polls": sum(upkeep.unclaimed_polls.values()),
+    }
 
 
 def _warnings(dispatcher: Dispatcher, quarantined: int) -> list[str]:
     """Return what needs a look though the engine works: threads, set-aside rows, jobs."""
-    threads, unclaimed = dispatcher.threads, dispatcher.upkeep.report.unclaimed_jobs
+    threads, upkeep = dispatcher.threads, dispatcher.upkeep.report
+    unclaimed, unclaimed_polls = upkeep.unclaimed_jobs, sum(upkeep.unclaimed_polls.values())
     warnings = []
     if threads.stuck:
         warnings.append(f"{threads.stuck} def calls are stuck past attempt_timeout")
@@ -94,5 +105,9 @@ def _warnings(dispatcher: Dispatcher, quarantined: int) -> list[str]:
     if unclaimed:
         warnings.append(
             f"{len(unclaimed)} jobs are overdue: no running process registers their function"
+        )
+    if unclaimed_polls:
+        warnings.append(
+            f"{unclaimed_polls} polls are overdue: no running process registers their function"
         )
     return warnings

@@ -309,6 +309,9 @@ class Health(BaseModel):
     unclaimed_jobs: int = Field(
         default=0, description="Overdue jobs whose function no running process registers."
     )
+    unclaimed_polls: int = Field(
+        default=0, description="Overdue polls whose function no running process registers."
+    )
     problems: list[str] = Field(
         default_factory=list, description="Why the status is not `ok`, one sentence each."
     )

@@ -8,6 +8,7 @@ in tests/processes/test_workers.py.
 
 import asyncio
 import time
+from datetime import timedelta
 
 import httpx2 as httpx
 import pytest
@@ -15,6 +16,7 @@ from fastapi import FastAPI
 
 from fastapi_jobpoller import (
     Done,
+    EventType,
     FunctionNotFoundError,
     InvalidArgumentsError,
     JobPoller,
@@ -22,6 +24,7 @@ from fastapi_jobpoller import (
     WorkerInfo,
     mount_scheduler,
 )
+from fastapi_jobpoller._storage.tables import utcnow
 from tests.conftest import PollerFactory
 from tests.helpers import WAIT, ended
 
@@ -111,3 +114,57 @@ async def test_the_workers_route_lists_the_registry_for_read_access_only(
             assert (row["id"], row["role"], row["alive"]) == (poller.worker_id, "engine", True)
             health = (await http.get("/jobpoller/health")).json()
             assert (health["role"], health["workers"]) == ("engine", 1)
+
+
+async def test_polls_no_live_process_can_run_are_reported_not_failed(
+    make_poller: PollerFactory,
+) -> None:
+    async with engine_with_a_function(make_poller) as engine:
+        poll = await engine.start_poll("only_here", {"ticket": "t"}, delay=0.5)
+    # It puts back what it cannot run for a second, not the default minute: the test
+    # waits for the poll to end once a process that registers the function starts.
+    stranger = make_poller(heartbeat_seconds=0.1, unknown_function_retry_seconds=1)
+    async with stranger:
+        assert stranger._dispatcher is not None
+        later = utcnow() + timedelta(minutes=3)
+        report = await asyncio.to_thread(stranger._dispatcher.upkeep.look, later)
+        assert report.unclaimed_polls == {"only_here": 1}
+        for _ in range(int(WAIT / 0.05)):  # until the stranger claimed it and put it back
+            if (stored := await stranger.get_poll(poll.id)).error is not None:
+                break
+            await asyncio.sleep(0.05)
+        assert stored.state is PollState.PENDING and stored.attempts == 0  # nothing failed
+        assert stored.error is not None and "is not registered in" in stored.error
+        # Once a live process registers the function, nothing is unclaimed any more, and
+        # that process runs the poll.
+        async with engine_with_a_function(make_poller) as engine:
+            await listed(stranger, 2)
+            await asyncio.sleep(0.3)  # the stranger's next heartbeat reads the registry
+            report = await asyncio.to_thread(stranger._dispatcher.upkeep.look, later)
+            assert report.unclaimed_polls == {}
+            done = await ended(engine, poll.id)
+            assert done.state is PollState.SUCCEEDED
+
+
+async def test_a_poll_claimed_by_a_process_without_its_function_soon_reaches_one_with_it(
+    make_poller: PollerFactory,
+) -> None:
+    # Both run engines and claim any due poll; only `engine` can run these. The stranger
+    # knows from the registry that a live process can, so it puts each one it claims back
+    # for a second, not for `unknown_function_retry_seconds` (a minute).
+    stranger = make_poller(heartbeat_seconds=0.1)
+    put_back: list[str] = []
+    stranger.add_listener(
+        lambda event: put_back.append(str(event.poll_id)) if event.error else None,
+        EventType.POLL_PENDING,
+    )
+    async with engine_with_a_function(make_poller) as engine, stranger:
+        await listed(stranger, 2)
+        await asyncio.sleep(0.3)
+        polls = [
+            await stranger.start_poll("only_here", {"ticket": f"t{n}"}, interval=0.05)
+            for n in range(20)
+        ]
+        for poll in polls:
+            assert (await ended(engine, poll.id)).state is PollState.SUCCEEDED
+    assert put_back, "the stranger claimed none: the test shows nothing"

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from fastapi_jobpoller import FunctionNotFoundError, JobPoller
 from tests.helpers import WORK_TIMEOUT, report, wait_for_workers
-from tests.support.worker_processes import SharedDatabase, StartWorkers, Worker
+from tests.support.worker_processes import BASE_SETTINGS, SharedDatabase, StartWorkers, Worker
 
 pytestmark = [pytest.mark.processes, pytest.mark.postgresql]
 
@@ -232,3 +232,38 @@ def test_client_web_processes_submit_and_two_jobpoller_workers_run_everything_on
         assert " ERROR " not in worker.log_path.read_text(), worker.log()
     assert registry(shared_database) == [], "a stopped worker left its row"
     report(f"two jobpoller workers ran {polls} x {calls} calls: {dict(per_process)}")
+
+
+def test_a_worker_stopped_under_load_hands_its_polls_to_the_other_at_once(
+    shared_database: SharedDatabase, start_workers: StartWorkers
+) -> None:
+    polls, interval = 100, 0.2
+    a, b = start_workers("A", "B", **LONG, default_poll_interval=interval)
+    submit(a, "count_to", polls, "s", finish_after=10_000)
+    wait_for_workers(
+        lambda: len({r.pid for r in shared_database.ledger_rows("call")}) == 2,
+        workers=[a, b],
+        what="both workers calling",
+    )
+    time.sleep(1.0)
+    stopped_at = datetime.now(UTC)
+    a.stop()  # SIGTERM: in-flight work finishes, the rest is handed back
+    assert [w.id for w in registry(shared_database)] == [b.worker_id]
+    time.sleep(3.0)
+    calls = shared_database.ledger_rows("call")
+    gaps = []
+    for key in {row.key for row in calls}:
+        before = [r.at for r in calls if r.key == key and r.at <= stopped_at]
+        after = [r.at for r in calls if r.key == key and r.at > stopped_at]
+        assert after, f"{key} was not called again after A stopped"
+        if before:
+            gaps.append((after[0] - before[-1]).total_seconds())
+    gaps.sort()
+    report(
+        f"after a SIGTERM under load, B went on with every poll; the longest gap between "
+        f"two calls of a poll was {gaps[-1]:.2f} s (interval {interval} s, idle wait "
+        f"{BASE_SETTINGS['idle_wait_seconds']} s)"
+    )
+    # A poll's next call comes within its interval plus A's stop and one idle wait of B.
+    assert gaps[-1] <= interval + 2.0
+    b.stop()

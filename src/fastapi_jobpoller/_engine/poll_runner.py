@@ -33,6 +33,9 @@ __all__ = ["PollRunner"]
 
 # Longest pause between two deliveries of a poll's failing callbacks.
 _MAX_CALLBACK_RETRY_SECONDS = 3600.0
+# A poll of a function only another live process registers comes back this soon at the
+# latest, so that process claims it instead of waiting `unknown_function_retry_seconds`.
+_ELSEWHERE_RETRY_SECONDS = 1.0
 
 _TERMINAL_EVENTS = {
     PollState.SUCCEEDED: EventType.POLL_SUCCEEDED,
@@ -151,11 +154,12 @@ class PollRunner:
         }
 
     async def _unknown_function(self, row: dict[str, Any]) -> None:
-        """Leave a poll of a function this process lacks stored, for one that has it."""
-        delay = max(
-            backoff_delay(row, max(row["attempts"] - 1, 1), self._rng),
-            self._settings.unknown_function_retry_seconds,
-        )
+        """Leave a poll of a function this process lacks stored, for one that has it: soon
+        if a live process of the worker registry registers it, else after a long pause."""
+        pause = self._settings.unknown_function_retry_seconds
+        if self._registry.is_known("poll", row["function"]):
+            pause = min(pause, _ELSEWHERE_RETRY_SECONDS)
+        delay = max(backoff_delay(row, max(row["attempts"] - 1, 1), self._rng), pause)
         message = f"function {row['function']!r} is not registered in {self._worker_id}"
         await self._put_back(row, message, delay)
 

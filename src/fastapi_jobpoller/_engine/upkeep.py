@@ -3,8 +3,9 @@
 Every `recheck_seconds`, each process looks at the quarantine records: a row that is gone
 loses its record, a row that now passes the checks of `_rules/row_checks.py` is released
 (a poll is made due again; a job's claims resume at its stored next tick). The same look
-finds jobs overdue by more than a minute whose function this process does not register:
-no process claimed them, so no running process registers it. Each is reported once.
+finds jobs and polls overdue by more than a minute whose function neither this process nor
+a live process of the worker registry registers. Each is reported once; none is failed:
+they run once a process that registers the function starts.
 """
 
 import asyncio
@@ -44,6 +45,8 @@ class UpkeepReport:
     released: int = 0
     unclaimed_jobs: dict[str, str] = field(default_factory=dict)
     """Overdue jobs whose function no running process registers: id -> function."""
+    unclaimed_polls: dict[str, int] = field(default_factory=dict)
+    """Overdue polls whose function no running process registers: function -> count."""
 
 
 class Upkeep:
@@ -103,10 +106,15 @@ class Upkeep:
                     self._quarantine.release(kind, [row_id])
                     report.released += 1
         report.quarantined = sum(self._quarantine.count().values())
-        mine = set(self._registry.names("job"))
+        # Known: registered here or by a live process of the worker registry.
+        known = self._registry.is_known
         for job in self._jobs.overdue(before=now - _UNCLAIMED_AFTER):
-            if job["function"] not in mine:
+            if not known("job", job["function"]):
                 report.unclaimed_jobs[job["id"]] = job["function"]
+        overdue = self._polls.overdue_by_function(before=now - _UNCLAIMED_AFTER)
+        for function, count in overdue.items():
+            if not known("poll", function):
+                report.unclaimed_polls[function] = count
         return report
 
     def _fixed(self, kind: str, row_id: str, now: datetime) -> bool:
@@ -137,4 +145,12 @@ class Upkeep:
                     job_id,
                     function,
                     extra={"event": "job_unclaimed", "job_id": job_id, "function": function},
+                )
+        for function, count in report.unclaimed_polls.items():
+            if function not in self.report.unclaimed_polls:
+                logger.warning(
+                    "%d polls of %r are overdue: no running process registers that function",
+                    count,
+                    function,
+                    extra={"event": "poll_unclaimed", "function": function, "count": count},
                 )

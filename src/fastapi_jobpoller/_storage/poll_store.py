@@ -102,6 +102,17 @@ class PollStore:
             ).all()
         return {state: int(count) for state, count in rows}
 
+    def overdue_by_function(self, *, before: datetime) -> dict[str, int]:
+        """Return, per function, how many active polls were due before `before`."""
+        table = self._table
+        query = (
+            sa.select(table.c.function, sa.func.count())
+            .where(table.c.next_poll_at < before, table.c.state.in_(ACTIVE_STATES))
+            .group_by(table.c.function)
+        )
+        with self._db.transaction(read_only=True) as connection:
+            return {function: int(count) for function, count in connection.execute(query)}
+
     def cancel(self, poll_id: str, now: datetime) -> dict[str, Any]:
         """Move a pending or running poll to cancelled; its callbacks then come due.
 
