@@ -96,7 +96,18 @@ class JobMethods(PollerBase):
                     error,
                     extra={"event": "job_declaration_spent", "job_id": declared.job_id},
                 )
-            except (FunctionNotFoundError, InvalidArgumentsError, InvalidTriggerError) as error:
+            except FunctionNotFoundError as error:
+                if self.settings.run_engine:
+                    error.args = (f"declared job {declared.job_id!r}: {error}", *error.args[1:])
+                    raise
+                # A client: the engine processes, which register it, declare the job too.
+                logger.info(
+                    "declared job %r is left to the engine processes: %s",
+                    declared.job_id,
+                    error,
+                    extra={"event": "job_declaration_deferred", "job_id": declared.job_id},
+                )
+            except (InvalidArgumentsError, InvalidTriggerError) as error:
                 # The start fails on it: the message says which declaration.
                 error.args = (f"declared job {declared.job_id!r}: {error}", *error.args[1:])
                 raise

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from ._engine.dispatcher import Dispatcher
 from ._engine.event_bus import EventBus
-from ._engine.presence import NoEngine, ProcessPresence
+from ._engine.process_presence import NoEngine, ProcessPresence
 from ._engine.registry import FunctionKind, Registry
 from ._storage.database import Database
 from ._storage.history_store import HistoryStore

@@ -15,7 +15,7 @@ import anyio
 import anyio.to_thread
 
 from ._engine.dispatcher import Dispatcher
-from ._engine.presence import ProcessPresence
+from ._engine.process_presence import ProcessPresence
 from ._health import assess
 from ._job_methods import JobMethods
 from ._poll_methods import PollMethods
@@ -233,8 +233,9 @@ class JobPoller(PollMethods, JobMethods):
         """Return the processes in the worker registry, oldest first, this one included.
 
         Each engine and client registers itself at start and refreshes its row every
-        `heartbeat_seconds`; a process that stopped leaves, one that died is forgotten
-        by the others (on PostgreSQL within a heartbeat, elsewhere after `lease_seconds`).
+        `heartbeat_seconds`; a process that stopped leaves; one that died is removed by
+        an engine (on PostgreSQL within about two heartbeats, as it takes its work over;
+        elsewhere once silent for `lease_seconds`).
         """
         self._require_running()
         return await in_thread(self._workers_now)

@@ -7,6 +7,7 @@ in tests/processes/test_workers.py.
 """
 
 import asyncio
+import logging
 import time
 from datetime import timedelta
 
@@ -18,6 +19,7 @@ from fastapi_jobpoller import (
     Done,
     EventType,
     FunctionNotFoundError,
+    IntervalTrigger,
     InvalidArgumentsError,
     JobPoller,
     PollState,
@@ -33,8 +35,8 @@ pytestmark = pytest.mark.anyio
 KEY = "registry-test-key-0123456789"
 
 
-def engine_with_a_function(make_poller: PollerFactory) -> JobPoller:
-    poller = make_poller(heartbeat_seconds=0.1)
+def engine_with_a_function(make_poller: PollerFactory, **settings: object) -> JobPoller:
+    poller = make_poller(**{"heartbeat_seconds": 0.1, **settings})
 
     @poller.poll_function()
     def only_here(ticket: str) -> Done:
@@ -94,7 +96,6 @@ async def test_a_client_runs_nothing_but_submits_work_a_live_worker_registers(
                 await client.start_poll("nobody_has_it", {})
             done = await ended(engine, poll.id)
             assert (done.state, done.result) == (PollState.SUCCEEDED, {"ticket": "t-1"})
-        assert client.in_flight == 0 and not client.engine_alive
 
 
 async def test_the_workers_route_lists_the_registry_for_read_access_only(
@@ -168,3 +169,87 @@ async def test_a_poll_claimed_by_a_process_without_its_function_soon_reaches_one
         for poll in polls:
             assert (await ended(engine, poll.id)).state is PollState.SUCCEEDED
     assert put_back, "the stranger claimed none: the test shows nothing"
+
+
+async def test_a_client_knows_a_worker_that_started_after_its_last_heartbeat(
+    make_poller: PollerFactory,
+) -> None:
+    # The client beats once a minute: only the look-up made when a name is unknown can
+    # tell it that the engine started since.
+    client = make_poller(run_engine=False, heartbeat_seconds=60)
+    async with client:
+        await listed(client, 1)
+        async with engine_with_a_function(make_poller) as engine:
+            await listed(client, 2)
+            poll = await client.start_poll("only_here", {"ticket": "late"}, interval=0.05)
+            assert (await ended(engine, poll.id)).state is PollState.SUCCEEDED
+
+
+async def test_a_client_leaves_declared_jobs_it_cannot_check_to_the_engines(
+    make_poller: PollerFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    trigger = IntervalTrigger(hours=1)
+    client = make_poller(run_engine=False, heartbeat_seconds=0.1)
+    client.declare_job("nightly", "report", trigger, arguments={"ticket": "n"})
+    engine = make_poller(heartbeat_seconds=0.1)
+
+    @engine.job_function()
+    def report(ticket: str) -> str:
+        return ticket
+
+    engine.declare_job("nightly", "report", trigger, arguments={"ticket": "n"})
+    caplog.set_level(logging.INFO, logger="fastapi_jobpoller")
+    async with client:  # no engine runs yet: the client cannot check the declaration
+        deferred = [r for r in caplog.records if "left to the engine" in r.getMessage()]
+        assert len(deferred) == 1
+        async with engine:
+            assert (await client.get_job("nightly")).function == "report"
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_a_process_whose_session_ended_is_taken_over_and_reported_once(
+    make_poller: PollerFactory,
+) -> None:
+    """A registry row with a presence lock nobody holds and a silent heartbeat: the
+    process is gone. Its leases are handed back, its row deleted, and a `worker_lost`
+    event is published on the event loop."""
+    # A long lease: the row is not merely forgotten as stale before the survivor, which
+    # trusts the locks once it has held its own for 5 s, takes it over.
+    survivor = engine_with_a_function(make_poller, lease_seconds=30)
+    lost: list[dict[str, object]] = []
+    survivor.add_listener(lambda event: lost.append(event.details), EventType.WORKER_LOST)
+    async with survivor:
+        poll = await survivor.start_poll("only_here", {"ticket": "t"}, delay=3600)
+        space = survivor._presence.presence._lock[0]  # type: ignore[union-attr,index]
+        now = utcnow()
+        dead = {
+            "id": "gone-host:1:deadbeef",
+            "host": "gone-host",
+            "pid": 1,
+            "role": "worker",
+            "version": "0",
+            "started_at": now - timedelta(minutes=5),
+            "heartbeat_at": now - timedelta(seconds=5),  # silent, not yet stale
+            "heartbeat_seconds": 0.5,
+            "functions": {"poll": ["only_here"]},
+            "in_flight": 1,
+            "threads_stuck": 0,
+            "lock_key": 12345,  # held by no session
+        }
+        assert space is not None
+        tables = survivor._workers._table, survivor._polls._table
+        with survivor._database.engine.begin() as connection:  # type: ignore[union-attr]
+            connection.execute(tables[0].insert().values(**dead))
+            connection.execute(
+                tables[1]
+                .update()
+                .where(tables[1].c.id == poll.id)
+                .values(lease_owner=dead["id"], next_poll_at=now + timedelta(hours=1))
+            )
+        give_up_at = time.monotonic() + WAIT
+        while not lost:
+            assert time.monotonic() < give_up_at, "the dead process was never taken over"
+            await asyncio.sleep(0.1)
+        assert lost == [{"lost_worker": dead["id"], "polls": 1, "job_runs": 0}]
+        assert (await ended(survivor, poll.id)).state is PollState.SUCCEEDED
+        assert [w.id for w in await survivor.list_workers()] == [survivor.worker_id]

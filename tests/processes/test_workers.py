@@ -54,11 +54,15 @@ def registry(shared: SharedDatabase) -> list[sa.Row[Any]]:
 
 
 def a_holding_polls_beside_b(
-    shared: SharedDatabase, start_workers: StartWorkers, count: int, seconds: float
+    shared: SharedDatabase,
+    start_workers: StartWorkers,
+    count: int,
+    seconds: float,
+    **a_settings: object,
 ) -> tuple[Worker, Worker]:
     """Worker A with `count` polls in flight for `seconds`, and B started beside it long
     enough ago to trust the presence locks."""
-    (a,) = start_workers("A", **LONG)
+    (a,) = start_workers("A", **{**LONG, **a_settings})
     submit(a, "wait_first", count, "p", first_call_seconds=seconds)
     wait_for_workers(
         lambda: len(shared.ledger_rows("start")) == count,
@@ -160,7 +164,8 @@ def test_a_process_that_lost_only_its_listening_connection_keeps_its_work(
     shared_database: SharedDatabase, start_workers: StartWorkers
 ) -> None:
     count = 20
-    a, b = a_holding_polls_beside_b(shared_database, start_workers, count, 8)
+    # A beats four times slower than B: B must judge A's silence by A's period, not its own.
+    a, b = a_holding_polls_beside_b(shared_database, start_workers, count, 8, heartbeat_seconds=2)
     (row,) = (w for w in registry(shared_database) if w.id == a.worker_id)
     # The database ends A's listening session (an idle timeout, a DBA): its lock is free.
     with shared_database.engine.begin() as connection:
@@ -172,7 +177,7 @@ def test_a_process_that_lost_only_its_listening_connection_keeps_its_work(
             {"key": row.lock_key},
         ).all()
     assert ended == [(True,)]
-    time.sleep(3)
+    time.sleep(6)  # three of A's heartbeats, twelve of B's
     assert len(shared_database.ledger_rows("start")) == count, "B took the work of a live A"
     finished_by_a_alone(shared_database, a, b, count)
 

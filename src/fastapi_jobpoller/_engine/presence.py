@@ -15,29 +15,26 @@ take their locks again.
 """
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
 import time
 import zlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import timedelta
 
-from .._storage.change_listener import ChangeListener
 from .._storage.stores import Stores
 from .._storage.tables import utcnow
 from ..config import JobPollerSettings
 from ..events import EventType
-from .dispatcher import Dispatcher
 from .event_bus import EventBus
 from .registry import Registry
-from .threads import DaemonThreadPool, run_in
+from .threads import run_in
 from .write_back import DATABASE_ERRORS
 
-__all__ = ["NoEngine", "Presence", "ProcessPresence", "WorkerStats", "presence_lock_keys"]
+__all__ = ["Presence", "TakenOver", "WorkerStats", "presence_lock_keys"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,12 +43,15 @@ logger = logging.getLogger(__name__)
 # database restart (their reconnect pause is 2 s).
 _TRUST_LOCKS_AFTER_SECONDS = 5.0
 # A process whose lock is free is taken over once its heartbeat is this many periods old
-# (every process should have the same heartbeat_seconds): one that lost only its
-# listening connection goes on beating through its pool, and keeps its work.
+# (the longer of its own period and the checker's, by the database's clock): one that lost
+# only its listening connection registers without its lock at its next beat, and keeps
+# its work.
 _SILENT_HEARTBEATS = 1.5
 # Seconds after the database server started during which no lock is trusted: processes
 # take their locks again within a couple of seconds of a restart.
 _SERVER_SETTLED_SECONDS = 10.0
+# How long a stopping process tries to remove its row.
+_LEAVE_SECONDS = 5.0
 # Heartbeats missed before a row is forgotten (if that is longer than a lease).
 _STALE_HEARTBEATS = 10
 # How long to wait for the presence lock before registering without it.
@@ -87,6 +87,7 @@ class Presence:
         database_pool: Executor,
         lock: tuple[int, int] | None,
         present_since: Callable[[], float | None],
+        lock_lost: Callable[[], None],
         stats: Callable[[], WorkerStats],
         wake: Callable[[], None],
     ) -> None:
@@ -99,63 +100,77 @@ class Presence:
         self._pool = database_pool
         self._lock = lock
         self._present_since = present_since
+        self._lock_lost = lock_lost
         self._stats = stats
         self._wake = wake
         self.heartbeat_seconds = settings.heartbeat_seconds
         self._started = time.monotonic()
         self._started_at = utcnow()
         self._registered = False
-        self._registered_with: int | None = None  # the lock key of the row written
         self.taken_over = 0
 
     async def loop(self, ready: Callable[[], bool]) -> None:
-        """Beat every `heartbeat_seconds` once `ready()` (the tables exist), forever; a
-        failed beat is logged once."""
+        """Beat every `heartbeat_seconds` once `ready()` (the tables exist), forever.
+
+        A failed beat is logged once per run of failures and tried again at the next;
+        nothing ends the loop but its cancellation."""
         failing = False
         while True:
             try:
-                lost = await run_in(self._pool, self.beat) if ready() else 0
-                if lost:
-                    self._wake()
+                lost = await run_in(self._pool, self.beat) if ready() else []
+                self._report(lost)
                 failing = False
-            except DATABASE_ERRORS as error:
+            except Exception as error:  # the heartbeat must outlive any one failure
                 if not failing:
                     logger.warning(
                         "could not refresh this process's heartbeat: %s",
                         error,
+                        exc_info=not isinstance(error, DATABASE_ERRORS),
                         extra={"event": "heartbeat_failed"},
                     )
                 failing = True
                 self._registered = False  # write the row again once it works
             await asyncio.sleep(self._settings.heartbeat_seconds)
 
-    def beat(self) -> int:
+    def beat(self) -> list["TakenOver"]:
         """Refresh or write this process's row, then take over lost ones (blocking).
 
-        Returns how many processes were taken over.
+        Returns the processes taken over, for the loop to report on the event loop.
         """
         if self._waiting_for_lock():
-            return 0  # the presence lock is on its way: register with it
-        lock_key = self._lock[1] if self._lock and self._present_since() is not None else None
+            return []  # the presence lock is on its way: register with it
+        lock_key = self._held_lock_key()
         now, stats = utcnow(), self._stats()
         workers = self._stores.workers
-        if (
-            not self._registered
-            or self._registered_with != lock_key
-            or not workers.beat(
-                self.worker_id,
-                now=now,
-                in_flight=stats.in_flight,
-                threads_stuck=stats.threads_stuck,
-            )
+        if not self._registered or not workers.beat(
+            self.worker_id,
+            now=now,
+            in_flight=stats.in_flight,
+            threads_stuck=stats.threads_stuck,
+            lock_key=lock_key,
         ):
             workers.register(self._row(lock_key, stats))
-            self._registered, self._registered_with = True, lock_key
+            self._registered = True
         alive_after = now - timedelta(seconds=self._settings.lease_seconds)
         self._registry.elsewhere = workers.functions_alive(alive_after=alive_after)
         if self._role == "client":
-            return 0
-        return self._take_over_lost()
+            return []
+        return self._take_over_lost(lock_key)
+
+    def _held_lock_key(self) -> int | None:
+        """The presence lock's key if the database shows it held, else None.
+
+        Asked of the database, not of the listening thread: a connection that died
+        without a word (a half-open socket) leaves the thread believing it holds the
+        lock. Then the thread is told to connect again, and the row says "no lock", so
+        that nobody judges this live process by a lock it lost.
+        """
+        if self._lock is None or self._present_since() is None:
+            return None
+        if self._stores.workers.holds_lock(self._lock):
+            return self._lock[1]
+        self._lock_lost()
+        return None
 
     def _waiting_for_lock(self) -> bool:
         """Whether to wait for the presence lock before the first registration."""
@@ -178,31 +193,33 @@ class Presence:
             "version": __version__,
             "started_at": self._started_at,
             "heartbeat_at": now,
+            "heartbeat_seconds": self.heartbeat_seconds,
             "functions": {kind: self._registry.names(kind) for kind in ("poll", "job", "callback")},
             "in_flight": stats.in_flight,
             "threads_stuck": stats.threads_stuck,
             "lock_key": lock_key,
         }
 
-    def _take_over_lost(self) -> int:
+    def _take_over_lost(self, lock_key: int | None) -> list["TakenOver"]:
         """Hand back the leases of processes whose session ended; forget stale rows."""
-        workers, taken = self._stores.workers, 0
+        workers, taken = self._stores.workers, []
         present_since = self._present_since()
         if (
             self._lock is not None
+            and lock_key is not None
             and present_since is not None
             and time.monotonic() - present_since >= _TRUST_LOCKS_AFTER_SECONDS
         ):
-            silent = _SILENT_HEARTBEATS * self.heartbeat_seconds
-            for worker_id in workers.unlocked(
+            for worker_id in workers.take_over_unlocked(
                 me=self.worker_id,
                 lock=self._lock,
-                stale_before=utcnow() - timedelta(seconds=silent),
+                my_period=self.heartbeat_seconds,
+                silent_periods=_SILENT_HEARTBEATS,
                 settled_seconds=_SERVER_SETTLED_SECONDS,
             ):
-                if workers.forget(worker_id, announce=True):
-                    self._hand_back(worker_id)
-                    taken += 1
+                taken.append(self._hand_back(worker_id))
+            if taken:
+                workers.wake_everyone()  # after the leases were handed back
         # A row whose heartbeat stopped long ago: its leases expire by themselves.
         forget_after = max(self._settings.lease_seconds, _STALE_HEARTBEATS * self.heartbeat_seconds)
         before = utcnow() - timedelta(seconds=forget_after)
@@ -216,127 +233,58 @@ class Presence:
                 )
         return taken
 
-    def _hand_back(self, worker_id: str) -> None:
+    def _hand_back(self, worker_id: str) -> "TakenOver":
         now = utcnow()
         polls = self._stores.attempts.release_leases(worker=worker_id, now=now)
         runs = self._stores.runs.release_leases(worker=worker_id, now=now)
-        self.taken_over += 1
-        logger.warning(
-            "process %r is gone; its %d polls and %d job runs in flight resume now",
-            worker_id,
-            polls,
-            runs,
-            extra={"event": "worker_lost", "lost_worker": worker_id, "count": polls + runs},
-        )
-        self._events.publish(
-            EventType.WORKER_LOST,
-            self.worker_id,
-            details={"lost_worker": worker_id, "polls": polls, "job_runs": runs},
-        )
+        return TakenOver(worker_id, polls, runs)
+
+    def _report(self, lost: list["TakenOver"]) -> None:
+        """Log and publish each takeover (on the event loop), and wake this engine."""
+        for gone in lost:
+            self.taken_over += 1
+            logger.warning(
+                "process %r is gone; its %d polls and %d job runs in flight resume now",
+                gone.worker_id,
+                gone.polls,
+                gone.job_runs,
+                extra={
+                    "event": "worker_lost",
+                    "lost_worker": gone.worker_id,
+                    "count": gone.polls + gone.job_runs,
+                },
+            )
+            self._events.publish(
+                EventType.WORKER_LOST,
+                self.worker_id,
+                details={
+                    "lost_worker": gone.worker_id,
+                    "polls": gone.polls,
+                    "job_runs": gone.job_runs,
+                },
+            )
+        if lost:
+            self._wake()
 
     async def leave(self) -> None:
-        """Delete this process's row (at shutdown, after its leases were handed back)."""
+        """Delete this process's row (at shutdown, after its leases were handed back);
+        give up after a few seconds: the others forget a silent row by themselves."""
         try:
-            await run_in(self._pool, self._stores.workers.forget, self.worker_id)
-        except DATABASE_ERRORS as error:
+            async with asyncio.timeout(_LEAVE_SECONDS):
+                await run_in(self._pool, self._stores.workers.forget, self.worker_id)
+        except (TimeoutError, *DATABASE_ERRORS) as error:
             logger.warning(
                 "could not remove this process from the worker registry; the others "
                 "forget it once its heartbeat is old: %s",
-                error,
+                error or "no answer in time",
                 extra={"event": "worker_leave_failed"},
             )
 
 
-class NoEngine:
-    """What a client process wakes instead of an engine: nothing (NOTIFY wakes the others)."""
+@dataclass(frozen=True, slots=True)
+class TakenOver:
+    """A process found gone by this one, and how much of its work was handed back."""
 
-    def wake(self, jobs: bool = True) -> None:
-        """Do nothing: this process runs no engine."""
-
-
-class ProcessPresence:
-    """This process in the registry: its heartbeat task and, on PostgreSQL with an engine,
-    the connection that listens for changes and holds the presence lock."""
-
-    def __init__(
-        self,
-        presence: Presence,
-        *,
-        listener: ChangeListener | None,
-        pool: DaemonThreadPool,
-        startup: Callable[[], Awaitable[None]] | None,
-        ready: Callable[[], bool],
-    ) -> None:
-        self.presence = presence
-        self._listener = listener
-        self._pool = pool
-        self._task = asyncio.create_task(self._run(startup, ready), name="jobpoller-presence")
-
-    @classmethod
-    def start(
-        cls,
-        *,
-        settings: JobPollerSettings,
-        stores: Stores,
-        registry: Registry,
-        events: EventBus,
-        worker_id: str,
-        role: str,
-        dispatcher: Dispatcher | None,
-        startup: Callable[[], Awaitable[None]] | None,
-        ready: Callable[[], bool],
-    ) -> "ProcessPresence":
-        """Start the heartbeat (and the listener); `startup` is retried first (client)."""
-        database, listener, lock = stores.database, None, None
-        if dispatcher is not None and database.notifies:
-            lock = presence_lock_keys(settings.table_prefix)
-            loop = asyncio.get_running_loop()
-
-            def wake_from_thread(subject: str) -> None:
-                # A notification may arrive while the app's loop is closing: nothing to wake.
-                with contextlib.suppress(RuntimeError):
-                    loop.call_soon_threadsafe(dispatcher.wake, subject != "polls")
-
-            listener = ChangeListener(
-                database.url, database.change_channel, wake_from_thread, presence_lock=lock
-            )
-            listener.start()
-        pool = DaemonThreadPool(1, name="jobpoller-presence")
-        presence = Presence(
-            settings=settings,
-            stores=stores,
-            registry=registry,
-            events=events,
-            worker_id=worker_id,
-            role=role,
-            database_pool=pool,
-            lock=lock,
-            present_since=(lambda: listener.present_since) if listener else (lambda: None),
-            stats=(
-                (lambda: WorkerStats(dispatcher.in_flight, dispatcher.threads.stuck))
-                if dispatcher
-                else WorkerStats
-            ),
-            wake=dispatcher.wake if dispatcher else NoEngine().wake,
-        )
-        return cls(presence, listener=listener, pool=pool, startup=startup, ready=ready)
-
-    async def _run(
-        self, startup: Callable[[], Awaitable[None]] | None, ready: Callable[[], bool]
-    ) -> None:
-        pause = self.presence.heartbeat_seconds
-        while startup is not None and not ready():
-            try:
-                await startup()
-            except DATABASE_ERRORS:
-                await asyncio.sleep(pause)  # start() logged why, once
-        await self.presence.loop(ready)
-
-    async def stop(self) -> None:
-        """Stop the heartbeat, leave the registry, close the listening connection."""
-        self._task.cancel()
-        await asyncio.gather(self._task, return_exceptions=True)
-        await self.presence.leave()
-        if self._listener is not None:
-            self._listener.stop()
-        self._pool.shutdown(wait=False)
+    worker_id: str
+    polls: int
+    job_runs: int

@@ -20,6 +20,13 @@ logger = logging.getLogger(__name__)
 
 # How long one wait for notifications lasts before checking whether to stop.
 _WAIT_SECONDS = 1.0
+# TCP keepalives of the listening connection (libpq parameters).
+_KEEPALIVES = {
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+}
 # Pause before reconnecting after the listening connection failed.
 _RECONNECT_SECONDS = 2.0
 
@@ -47,6 +54,7 @@ class ChangeListener:
         self._on_change = on_change
         self._presence_lock = presence_lock
         self._stop = threading.Event()
+        self._reconnect = threading.Event()
         self._thread: threading.Thread | None = None
         self.listening = False
         self.present_since: float | None = None
@@ -60,19 +68,29 @@ class ChangeListener:
         """Stop listening (the thread ends within about a second)."""
         self._stop.set()
 
+    def reconnect(self) -> None:
+        """Drop the connection and open a new one (it holds the lock no more, says the
+        database: the socket died without a word)."""
+        self._reconnect.set()
+
     def _run(self) -> None:
         import psycopg
+        from psycopg.conninfo import make_conninfo
 
-        conninfo = self._url.render_as_string(hide_password=False)
+        # Keepalives: a connection whose peer vanished is noticed in about 25 s.
+        conninfo = make_conninfo(self._url.render_as_string(hide_password=False), **_KEEPALIVES)
         while not self._stop.is_set():
             try:
                 with psycopg.connect(conninfo, autocommit=True) as connection:
                     connection.execute(f'LISTEN "{self._channel}"')
                     self._take_presence_lock(connection)
                     self.listening = True
-                    while not self._stop.is_set():
+                    while not self._stop.is_set() and not self._reconnect.is_set():
                         for notify in connection.notifies(timeout=_WAIT_SECONDS, stop_after=1):
                             self._on_change(notify.payload)
+                self._reconnect.clear()
+                self.listening = False
+                self.present_since = None
             except psycopg.Error as error:
                 if self.listening:
                     logger.warning(

@@ -224,7 +224,8 @@ def _workers_table(metadata: sa.MetaData, prefix: str) -> sa.Table:
 
     A table of its own (added by `create_tables` alone). `lock_key`: on PostgreSQL, the
     session-level advisory lock the process holds while its connection lives; the other
-    processes read `pg_locks` to see at once that it is gone. NULL elsewhere.
+    processes read `pg_locks` to see at once that it is gone. NULL elsewhere, and while
+    the process does not hold it. On PostgreSQL `heartbeat_at` is the database's clock.
     """
     return sa.Table(
         f"{prefix}workers",
@@ -237,6 +238,8 @@ def _workers_table(metadata: sa.MetaData, prefix: str) -> sa.Table:
         sa.Column("version", sa.String(32), nullable=False),
         sa.Column("started_at", UTCDateTime, nullable=False),
         sa.Column("heartbeat_at", UTCDateTime, nullable=False),
+        # Its heartbeat period: others judge its silence by it, not by their own.
+        sa.Column("heartbeat_seconds", sa.Double, nullable=False),
         # {"poll": [...], "job": [...], "callback": [...]}: what it registers.
         sa.Column("functions", _json(), nullable=False),
         sa.Column("in_flight", sa.Integer, nullable=False),
