@@ -78,6 +78,9 @@ class Scenario:
     async_poll: bool = False
     designs: tuple[str, ...] = DESIGNS
     settings: dict[str, Any] = field(default_factory=dict)  # for our library's apps
+    # The first process serves the submit API without an engine (run_engine off); the
+    # others run the engine: web processes apart from workers.
+    split: bool = False
 
 
 # The steady load of the submit scenarios' second phase, requests per second.
@@ -347,7 +350,11 @@ def run_design(
                 "port": free_port(),
                 "async_poll": scenario.async_poll,
                 "trace": profile_to is not None,
-                "settings": {**options.jobpoller_settings, **scenario.settings},
+                "settings": {
+                    **options.jobpoller_settings,
+                    **scenario.settings,
+                    **({"run_engine": False} if scenario.split and number == 0 else {}),
+                },
             }
             apps.append(AppProcess(config, work / f"app-{number}.log", options.library_path))
         sampler = Sampler([app.process.pid for app in apps], backend_pids=backend_pids)
@@ -514,6 +521,9 @@ EXTRA_SCENARIOS = [
     Scenario("async-10000", 10000, async_poll=True, designs=("jobpoller",)),
     Scenario("polls-2000", 2000),
     Scenario("polls-20000", 20000, designs=("jobpoller",)),
+    Scenario(
+        "submit-10000-split", 10000, submit=True, processes=2, split=True, designs=("jobpoller",)
+    ),
 ]
 
 

@@ -70,6 +70,9 @@ def test_two_processes_run_each_attempt_of_every_poll_exactly_once(
 def test_another_process_reruns_exactly_the_attempts_a_killed_process_had_in_flight(
     shared_database: SharedDatabase, start_workers: StartWorkers
 ) -> None:
+    """The lease-based takeover, as on databases without presence locks: A is killed 3 s
+    after B started, before B trusts the presence locks (5 s after taking its own), and
+    A's leases (2 s) run out first. tests/processes/test_workers.py covers the locks."""
     lease_seconds, quick_count, stuck_count = 2.0, 3, 3
     (a,) = start_workers("A", lease_seconds=lease_seconds)
     # A alone takes every first attempt: the quick ones end, the others hang until A dies.
