@@ -8,7 +8,7 @@ again and stop counting towards `max_instances`) and wakes every engine. A row w
 heartbeat stopped long ago is only deleted: its leases expire by themselves.
 
 On PostgreSQL a process is lost when the presence lock of its session is free, so a
-killed process's work resumes about one heartbeat after the kill instead of a lease
+killed process's work resumes within about two heartbeats of the kill instead of a lease
 later. A process only trusts that test once its own lock has been held for a few
 seconds: after a database restart every session is new, and the others need a moment to
 take their locks again.
