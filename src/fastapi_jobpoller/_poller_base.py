@@ -8,7 +8,6 @@ import unicodedata
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any, Literal, TypeVar
 
 import anyio.to_thread
@@ -24,7 +23,7 @@ from ._storage.job_store import JobStore
 from ._storage.poll_store import PollStore
 from ._storage.quarantine_store import QuarantineStore
 from ._storage.run_store import RunStore
-from ._storage.tables import ID_LENGTH, utcnow
+from ._storage.tables import ID_LENGTH
 from ._storage.worker_store import WorkerStore
 from .config import JobPollerSettings
 from .events import EventType
@@ -169,9 +168,9 @@ class PollerBase:
         worker that started a moment ago is known at once, not a heartbeat later."""
         if all(self._registry.is_known(kind, name) for name in names):
             return
-        alive_after = utcnow() - timedelta(seconds=self.settings.lease_seconds)
+        within = self.settings.lease_seconds
         self._registry.elsewhere = await in_thread(
-            lambda: self._workers.functions_alive(alive_after=alive_after)
+            lambda: self._workers.functions_alive(within_seconds=within)
         )
 
     def _require_running(self) -> Dispatcher | NoEngine:

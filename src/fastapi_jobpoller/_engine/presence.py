@@ -151,8 +151,8 @@ class Presence:
         ):
             workers.register(self._row(lock_key, stats))
             self._registered = True
-        alive_after = now - timedelta(seconds=self._settings.lease_seconds)
-        self._registry.elsewhere = workers.functions_alive(alive_after=alive_after)
+        within = self._settings.lease_seconds
+        self._registry.elsewhere = workers.functions_alive(within_seconds=within)
         if self._role == "client":
             return []
         return self._take_over_lost(lock_key)

@@ -13,12 +13,13 @@ Two ways to find a process gone:
 """
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 
 from .database import Database, retry_lock_conflicts
+from .tables import utcnow
 
 __all__ = ["WorkerStore"]
 
@@ -151,9 +152,11 @@ class WorkerStore:
         with self._db.transaction(read_only=True) as connection:
             return list(connection.execute(query.order_by(table.c.id)).scalars())
 
-    def functions_alive(self, *, alive_after: datetime) -> dict[str, set[str]]:
-        """Return the names each kind of function has in some process alive lately."""
+    def functions_alive(self, *, within_seconds: float) -> dict[str, set[str]]:
+        """Return the names each kind of function has in some engine that beat within
+        the last `within_seconds` (the callers pass `lease_seconds`)."""
         table = self._table
+        alive_after = utcnow() - timedelta(seconds=within_seconds)
         names: dict[str, set[str]] = {"poll": set(), "job": set(), "callback": set()}
         with self._db.transaction(read_only=True) as connection:
             rows = connection.execute(
